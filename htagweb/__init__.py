@@ -1,0 +1,29 @@
+"""htagweb: the production web host for htag apps.
+
+    from htagweb import WebServer
+    WebServer(App).run()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "2.0.0.dev0"
+__all__ = ["AppServer", "Runner", "WebServer", "WebServerWS"]
+
+if TYPE_CHECKING:
+    from .server import AppServer, Runner, WebServer, WebServerWS
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily so that app processes, which import `htagweb` through the app's
+    # own module, never load Starlette and uvicorn (see htagweb.inert).
+    if name in __all__:
+        from . import inert
+
+        if inert.active:
+            return inert.InertServer
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'htagweb' has no attribute {name!r}")

@@ -1,0 +1,251 @@
+"""The loop inside one user's app process: it holds htag's HRenderer and answers workers.
+
+One process serves one (session, app). Workers connect to its Unix socket and send
+framed requests (see htagweb.ipc):
+
+    render    a fresh instance of the app (a page load); answers the full HTML
+    interact  one htag interaction; answers htag's actions
+    attach    this connection now receives tag.update() pushes (a WebSocket page)
+
+A request whose "instance" is not the live one (an older tab) gets the live page
+instead of driving a dead instance. An interaction or a render that runs longer than
+timeout_interaction ends the process through SIGALRM's default action: this is the
+only way to stop runaway synchronous code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from htag import Tag
+from htag.render import HRenderer
+
+from .ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
+
+logger = logging.getLogger(__name__)
+
+GENERIC_ERROR = "The app failed on this action; the error was logged on the server."
+TOUCH_INTERVAL = 1.0  # seconds between two updates of the socket's mtime (the LRU clock)
+
+
+class AppProcess:
+    """Serves one user's instance of one app over the listening socket it was given."""
+
+    def __init__(self, tag_class: type[Tag], socket_path: str) -> None:
+        self.tag_class = tag_class
+        self.socket_path = socket_path
+        self.session: dict[str, Any] = {}
+        self.renderer: HRenderer | None = None
+        self.instance = ""
+        self.debug = False
+        self.timeout_interaction = 0.0
+        self.timeout_inactivity = 0.0
+        self._lock = asyncio.Lock()
+        self._subscribers: set[asyncio.StreamWriter] = set()
+        self._done = asyncio.Event()
+        self._exit_requested = False
+        self._last_activity = time.monotonic()
+        self._last_touch = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    async def serve(self, listener: socket.socket) -> None:
+        server = await asyncio.start_unix_server(
+            self._serve_connection, sock=listener, limit=MAX_FRAME_BYTES
+        )
+        await self._done.wait()
+        server.close()
+        logger.debug("app process %s ends", os.getpid())
+
+    # -- connections ---------------------------------------------------------------
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while (message := await read_frame(reader)) is not None:
+                reply = await self._dispatch(message, writer)
+                reply["rid"] = message.get("rid")
+                writer.write(encode_frame(reply))
+                await writer.drain()
+                if self._exit_requested:
+                    self._done.set()
+        except (FrameError, ConnectionError) as exc:
+            logger.debug("connection dropped: %s", exc)
+        finally:
+            self._subscribers.discard(writer)
+            writer.close()
+
+    async def _dispatch(self, message: Any, writer: asyncio.StreamWriter) -> dict[str, Any]:
+        if not isinstance(message, dict):
+            return {"error": "a request must be a JSON object"}
+        op = message.get("op")
+        if op == "interact":
+            return await self._interact(message, writer)
+        if op == "render":
+            return await self._render(message)
+        if op == "attach":
+            return await self._attach(message, writer)
+        if op == "ping":
+            return {"pid": os.getpid()}
+        return {"error": f"unknown op {op!r}"}
+
+    # -- requests ------------------------------------------------------------------
+
+    async def _render(self, message: dict[str, Any]) -> dict[str, Any]:
+        self._note_activity()
+        options = message.get("options", {})
+        self.debug = bool(options.get("debug"))
+        self.timeout_interaction = float(options.get("timeout_interaction") or 0)
+        self.timeout_inactivity = float(options.get("timeout_inactivity") or 0)
+        page = message["page"]
+        args, kargs = message.get("init") or ([], {})
+        async with self._lock:
+            self.renderer = None  # the previous instance dies with this page load
+            instance = secrets.token_urlsafe(12)
+            client = Tag.script(
+                _src=page["client_src"],
+                _data_endpoint=page["endpoint"],
+                _data_mode=page["mode"],
+                _data_instance=instance,
+            )
+            with self._deadline():
+                renderer = HRenderer(
+                    self.tag_class,
+                    js="",
+                    init=(tuple(args), dict(kargs)),
+                    fullerror=self.debug,
+                    statics=[client],
+                    session=self.session,
+                    exit_callback=self._request_exit,
+                )
+                html = str(renderer)
+            renderer.sendactions = self._push
+            self.renderer, self.instance = renderer, instance
+        self._schedule_idle_check()
+        return {"html": html, "instance": instance}
+
+    async def _interact(
+        self, message: dict[str, Any], writer: asyncio.StreamWriter
+    ) -> dict[str, Any]:
+        self._note_activity()
+        async with self._lock:
+            if self.renderer is None:
+                return {"reload": True}
+            if message.get("instance") not in (None, self.instance):
+                return {"actions": self._live_page()}
+            payload = message["payload"]
+            with self._deadline():
+                actions = await self.renderer.interact(
+                    payload.get("id"),
+                    payload.get("method"),
+                    payload.get("args") or [],
+                    payload.get("kargs") or {},
+                    payload.get("event"),
+                )
+        if "err" in actions and not self.debug:
+            actions["err"] = GENERIC_ERROR
+        self._broadcast(actions, exclude=writer)
+        return {"actions": actions}
+
+    async def _attach(
+        self, message: dict[str, Any], writer: asyncio.StreamWriter
+    ) -> dict[str, Any]:
+        self._note_activity()
+        self._subscribers.add(writer)
+        if self.renderer is None:
+            return {"reload": True}
+        if message.get("instance") != self.instance or message.get("refresh"):
+            async with self._lock:
+                return {"actions": self._live_page()}
+        return {"ok": True}
+
+    def _live_page(self) -> dict[str, Any]:
+        """Actions that replace the browser's page by the live instance's."""
+        assert self.renderer is not None
+        root = self.renderer.tag
+        with self._deadline():
+            body = str(root)
+            scripts = "\n".join(root._getAllJs())
+        return {"update": {"0": body}, "post": scripts, "instance": self.instance}
+
+    # -- push (tag.update) ---------------------------------------------------------
+
+    async def _push(self, actions: dict[str, Any]) -> bool:
+        if not self._subscribers:
+            return False
+        frame = encode_frame({"actions": actions})
+        for writer in list(self._subscribers):
+            writer.write(frame)
+        return True
+
+    def _broadcast(self, actions: dict[str, Any], exclude: asyncio.StreamWriter) -> None:
+        """Keep other tabs showing this instance in step (without driving generators)."""
+        others = [w for w in self._subscribers if w is not exclude]
+        shared = {k: v for k, v in actions.items() if k in ("update", "stream", "post")}
+        if others and shared:
+            frame = encode_frame({"actions": shared})
+            for writer in others:
+                writer.write(frame)
+
+    # -- lifetime ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _deadline(self) -> Iterator[None]:
+        seconds = self.timeout_interaction
+        if seconds > 0:
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            if seconds > 0:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _request_exit(self) -> None:
+        """tag.exit(): end the process once the current answer is sent."""
+        self._exit_requested = True
+        if not self._lock.locked():
+            self._done.set()
+
+    def _note_activity(self) -> None:
+        now = time.monotonic()
+        self._last_activity = now
+        if now - self._last_touch > TOUCH_INTERVAL:
+            self._last_touch = now
+            with contextlib.suppress(OSError):
+                os.utime(self.socket_path)
+
+    def _schedule_idle_check(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self.timeout_inactivity <= 0:
+            return
+        remaining = self._last_activity + self.timeout_inactivity - time.monotonic()
+        if remaining <= 0 and not self._lock.locked():
+            logger.info("app process %s idle for %ss: ending", os.getpid(), self.timeout_inactivity)
+            self._done.set()
+            return
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(max(remaining, 0.05), self._schedule_idle_check)
+
+
+def run(tag_class: type[Tag], listener: socket.socket, socket_path: str) -> int:
+    """Serve until the app ends; returns the process exit code."""
+    # The default action of SIGALRM ends the process: that is the interaction deadline.
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    listener.setblocking(False)
+    try:
+        asyncio.run(AppProcess(tag_class, socket_path).serve(listener))
+    except Exception:
+        logger.exception("app process %s failed", os.getpid())
+        return 1
+    return 0

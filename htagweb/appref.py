@@ -1,0 +1,124 @@
+"""AppRef: how to find an htag app class again in another process.
+
+Web workers resolve what the developer passed (a Tag class, "module.Class",
+"module:Class" or a module holding `App`) into an AppRef; templates and spawned
+app processes load the class from it. A client never names a module: its fqn only
+selects among AppRefs this server registered.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass
+from types import ModuleType
+from typing import Any
+
+from htag import Tag
+
+FQN_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+class AppRefError(ValueError):
+    """What the developer passed cannot be served as an htag app."""
+
+
+@dataclass(frozen=True)
+class AppRef:
+    fqn: str  # "module.Qualname": the public name, used in interaction URLs
+    module: str  # import name of the module
+    qualname: str
+    file: str | None  # set when the module must be loaded from this file (a __main__ script)
+    version: int  # mtime of the module's file: a changed file means a new template
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AppRef:
+        return cls(**data)
+
+
+def _file_version(path: str | None) -> int:
+    try:
+        return os.stat(path).st_mtime_ns if path else 0
+    except OSError:
+        return 0
+
+
+def _import_string(text: str) -> type:
+    module_name, sep, qualname = text.partition(":")
+    if not sep:
+        module_name, _, qualname = text.rpartition(".")
+    if not module_name or not qualname:
+        raise AppRefError(f"'{text}' is not 'module.Class' or 'module:Class'")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AppRefError(f"cannot import module '{module_name}' for '{text}': {exc}") from exc
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise AppRefError(f"module '{module_name}' has no '{qualname}'")
+    return target
+
+
+def resolve(obj: Any) -> tuple[AppRef, type[Tag]]:
+    """Turn what the developer passed into an AppRef (and the class, for checks)."""
+    if isinstance(obj, str):
+        obj = _import_string(obj)
+    if isinstance(obj, ModuleType):
+        if not hasattr(obj, "App"):
+            raise AppRefError(f"module '{obj.__name__}' has no 'App' to serve")
+        obj = obj.App
+    if not (inspect.isclass(obj) and issubclass(obj, Tag)):
+        raise AppRefError(f"{obj!r} is not an htag Tag class")
+    qualname = obj.__qualname__
+    if "<locals>" in qualname:
+        raise AppRefError(f"{qualname} is defined inside a function; define it at module level")
+
+    module = sys.modules.get(obj.__module__)
+    file = getattr(module, "__file__", None)
+    if obj.__module__ == "__main__":
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.name and spec.name != "__main__":  # python -m package.mod
+            module_name, load_from = spec.name, None
+        elif file:
+            module_name = os.path.splitext(os.path.basename(file))[0]
+            load_from = os.path.abspath(file)
+        else:
+            raise AppRefError(f"{qualname} lives in an interactive session; put it in a file")
+    else:
+        module_name, load_from = obj.__module__, None
+    ref = AppRef(
+        fqn=f"{module_name}.{qualname}",
+        module=module_name,
+        qualname=qualname,
+        file=load_from,
+        version=_file_version(file),
+    )
+    return ref, obj
+
+
+def load(ref: AppRef) -> type[Tag]:
+    """Import the app's module in this process and return its class."""
+    module: ModuleType
+    if ref.file:
+        spec = importlib.util.spec_from_file_location(ref.module, ref.file)
+        if spec is None or spec.loader is None:
+            raise AppRefError(f"cannot load {ref.file}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[ref.module] = module
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(ref.module)
+    target: Any = module
+    for part in ref.qualname.split("."):
+        target = getattr(target, part)
+    if not (inspect.isclass(target) and issubclass(target, Tag)):
+        raise AppRefError(f"{ref.fqn} is not an htag Tag class")
+    return target

@@ -1,0 +1,207 @@
+"""A web worker's door to its server's supervisor and to users' app processes.
+
+The first worker to need the supervisor starts it (under a file lock, so workers
+racing at startup start exactly one); later workers, and workers that replace
+recycled ones, connect to the running one. Requests to app processes go straight
+to their sockets: the supervisor is only asked when a process must be created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import sys
+from collections import OrderedDict
+from typing import Any
+
+from .appref import AppRef
+from .ipc import ConnectionLost, RpcClient
+from .runtime import ServerDir, app_key, server_master_pid
+
+logger = logging.getLogger(__name__)
+
+SUPERVISOR_START_TIMEOUT = 30.0
+MAX_POOLED_APP_CONNECTIONS = 512
+
+
+class AppProcessError(RuntimeError):
+    """An app process could not answer."""
+
+
+class AppGone(AppProcessError):
+    """No app process runs for this (session, app): the page must be loaded again."""
+
+
+class AppDied(AppProcessError):
+    """The app process ended while handling the request (its deadline, or a crash)."""
+
+
+class AppTimeout(AppProcessError):
+    """The app process did not answer in time; it has been ended."""
+
+
+class SupervisorError(RuntimeError):
+    """The supervisor could not be started or reached."""
+
+
+class Gateway:
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings  # start_method, max_processes
+        self.server_dir: ServerDir | None = None
+        self._supervisor: RpcClient | None = None
+        self._start_lock = asyncio.Lock()
+        self._app_clients: OrderedDict[str, RpcClient] = OrderedDict()
+
+    # -- supervisor ----------------------------------------------------------------
+
+    async def start(self) -> ServerDir:
+        """Connect to this server's supervisor, starting it if nobody has yet."""
+        async with self._start_lock:
+            if self._supervisor is not None and not self._supervisor.closed:
+                assert self.server_dir is not None
+                return self.server_dir
+            master_pid = server_master_pid()
+            server_dir = ServerDir.for_master(master_pid)
+            server_dir.create()
+            try:
+                self._supervisor = await RpcClient.connect(str(server_dir.supervisor_socket))
+            except OSError:
+                self._supervisor = await self._start_supervisor(server_dir, master_pid)
+            self.server_dir = server_dir
+            return server_dir
+
+    async def _start_supervisor(self, server_dir: ServerDir, master_pid: int) -> RpcClient:
+        lock_fd = os.open(server_dir.lock_file, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            await asyncio.to_thread(fcntl.flock, lock_fd, fcntl.LOCK_EX)
+            with contextlib.suppress(OSError):  # another worker started it while we waited
+                return await RpcClient.connect(str(server_dir.supervisor_socket))
+            ready_read, ready_write = os.pipe()
+            settings = {
+                **self.settings,
+                "server_dir": str(server_dir.root),
+                "master_pid": master_pid,
+                "ready_fd": ready_write,
+                "sys_path": sys.path,
+                "cwd": os.getcwd(),
+                "log_level": logging.getLogger("htagweb").getEffectiveLevel(),
+            }
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "htagweb.supervisor",
+                    json.dumps(settings),
+                    pass_fds=(ready_write,),
+                    start_new_session=True,  # terminal signals are for the server, not users' apps
+                    stdin=asyncio.subprocess.DEVNULL,
+                )
+            finally:
+                os.close(ready_write)
+            try:
+                ready = await asyncio.wait_for(
+                    asyncio.to_thread(os.read, ready_read, 16), SUPERVISOR_START_TIMEOUT
+                )
+            finally:
+                os.close(ready_read)
+            if ready != b"ready":
+                raise SupervisorError(f"supervisor exited during start (code {process.returncode})")
+            logger.info("started supervisor %s for master %s", process.pid, master_pid)
+            return await RpcClient.connect(str(server_dir.supervisor_socket))
+        finally:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+            os.close(lock_fd)
+
+    async def ask_supervisor(self, message: dict[str, Any]) -> dict[str, Any]:
+        for attempt in (1, 2):
+            await self.start()
+            assert self._supervisor is not None
+            try:
+                reply: dict[str, Any] = await self._supervisor.call(message)
+            except ConnectionLost:
+                if attempt == 2:
+                    raise SupervisorError("lost the supervisor") from None
+                continue
+            if "error" in reply:
+                raise AppProcessError(reply["error"])
+            return reply
+        raise AssertionError("unreachable")
+
+    async def prepare(self, ref: AppRef) -> None:
+        """Start the app's template now, so its first user does not wait for imports."""
+        await self.ask_supervisor({"op": "prepare", "app": ref.to_json()})
+
+    async def status(self) -> dict[str, Any]:
+        return await self.ask_supervisor({"op": "status"})
+
+    # -- app processes -------------------------------------------------------------
+
+    def app_socket(self, session_id: str, fqn: str) -> str:
+        assert self.server_dir is not None, "Gateway.start() first"
+        return str(self.server_dir.app_socket(app_key(session_id, fqn)))
+
+    async def ensure(self, ref: AppRef, session_id: str, stale: bool = False) -> str:
+        reply = await self.ask_supervisor(
+            {"op": "ensure", "app": ref.to_json(), "key": app_key(session_id, ref.fqn), "stale": stale}
+        )
+        return str(reply["socket"])
+
+    async def kill(self, session_id: str, fqn: str) -> None:
+        await self.ask_supervisor({"op": "kill", "key": app_key(session_id, fqn)})
+
+    async def render(
+        self, ref: AppRef, session_id: str, message: dict[str, Any], timeout: float | None
+    ) -> dict[str, Any]:
+        """A fresh instance of the app for this user (creating the process if needed)."""
+        path = await self.ensure(ref, session_id)
+        try:
+            return await self.call_app(path, message, timeout)
+        except AppGone:  # a dead process the supervisor had not yet heard of
+            path = await self.ensure(ref, session_id, stale=True)
+            return await self.call_app(path, message, timeout)
+        except AppTimeout:
+            await self.kill(session_id, ref.fqn)
+            raise
+
+    async def call_app(
+        self, path: str, message: dict[str, Any], timeout: float | None
+    ) -> dict[str, Any]:
+        client = await self._app_client(path)
+        try:
+            reply: dict[str, Any] = await client.call(message, timeout)
+        except ConnectionLost:
+            self._app_clients.pop(path, None)
+            raise AppDied("the app process ended while handling the request") from None
+        except asyncio.TimeoutError:
+            self._app_clients.pop(path, None)
+            client.close()
+            raise AppTimeout("the app process did not answer in time") from None
+        return reply
+
+    async def _app_client(self, path: str) -> RpcClient:
+        client = self._app_clients.get(path)
+        if client is not None and not client.closed:
+            self._app_clients.move_to_end(path)
+            return client
+        try:
+            client = await RpcClient.connect(path)
+        except OSError:
+            self._app_clients.pop(path, None)
+            raise AppGone("no app process at this address") from None
+        self._app_clients[path] = client
+        while len(self._app_clients) > MAX_POOLED_APP_CONNECTIONS:
+            _, oldest = self._app_clients.popitem(last=False)
+            oldest.close()
+        return client
+
+    async def close(self) -> None:
+        for client in self._app_clients.values():
+            client.close()
+        self._app_clients.clear()
+        if self._supervisor is not None:
+            self._supervisor.close()
+            self._supervisor = None

@@ -1,0 +1,211 @@
+"""How the supervisor starts app processes: forked from a warm template, or spawned.
+
+Both launchers bind the app's listening socket before the process runs, so a
+worker may connect as soon as `launch()` returns; requests wait in the kernel's
+backlog until the app process accepts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .appref import AppRef
+from .ipc import MAX_FRAME_BYTES, FrameError, encode_frame, listen_unix, read_frame, write_frame
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_START_TIMEOUT = 120.0
+
+
+class LaunchError(RuntimeError):
+    """The app could not be started (its module failed to import, for instance)."""
+
+
+class Launcher:
+    """Starts and ends the processes of one app (one AppRef)."""
+
+    def __init__(
+        self, ref: AppRef, base_spec: dict[str, Any], on_exit: Callable[[int], None]
+    ) -> None:
+        self.ref = ref
+        self.base_spec = {**base_spec, "app": ref.to_json(), "parent_pid": os.getpid()}
+        self.on_exit = on_exit
+        self.children: set[int] = set()
+        self.retired = False  # replaced by a newer version; closes when its last child ends
+
+    @property
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Get ready to launch (the fork launcher starts its template here)."""
+
+    async def launch(self, socket_path: str) -> int:
+        raise NotImplementedError
+
+    def kill(self, pid: int) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def _child_exited(self, pid: int) -> None:
+        self.children.discard(pid)
+        self.on_exit(pid)
+
+
+async def _run_python(args: list[str], pass_fds: tuple[int, ...]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, *args, pass_fds=pass_fds, stdin=asyncio.subprocess.DEVNULL
+    )
+
+
+class ForkLauncher(Launcher):
+    """Owns a template process that forks app processes on request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_rid = 0
+        self._reader_task: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._reader_task is not None and not self._reader_task.done()
+
+    @property
+    def template_pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self) -> None:
+        ours, theirs = socket.socketpair()
+        spec = {**self.base_spec, "channel_fd": theirs.fileno()}
+        try:
+            self._process = await _run_python(
+                ["-m", "htagweb.template", "fork", json.dumps(spec)], (theirs.fileno(),)
+            )
+        finally:
+            theirs.close()
+        reader, self._writer = await asyncio.open_unix_connection(sock=ours, limit=MAX_FRAME_BYTES)
+        try:
+            hello = await asyncio.wait_for(read_frame(reader), TEMPLATE_START_TIMEOUT)
+        except (asyncio.TimeoutError, FrameError) as exc:
+            hello = {"error": f"template did not start: {exc!r}"}
+        if not hello or hello.get("op") != "ready":
+            self._writer.close()
+            await self._process.wait()
+            error = (hello or {}).get("error", "template exited during start")
+            raise LaunchError(f"cannot start app {self.ref.fqn}: {error}")
+        logger.info("template for %s ready (pid %s)", self.ref.fqn, self._process.pid)
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while (message := await read_frame(reader)) is not None:
+                if message.get("op") == "exited":
+                    self._child_exited(message["pid"])
+                    continue
+                future = self._pending.pop(message.get("rid"), None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+        except (FrameError, ConnectionError) as exc:
+            logger.warning("template channel of %s broke: %s", self.ref.fqn, exc)
+        finally:
+            # The template is gone, and its children died with it (PR_SET_PDEATHSIG).
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(LaunchError("template ended"))
+            for pid in list(self.children):
+                self._child_exited(pid)
+
+    async def launch(self, socket_path: str) -> int:
+        if not self.alive or self._writer is None:
+            raise LaunchError(f"template of {self.ref.fqn} is not running")
+        self._next_rid += 1
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[self._next_rid] = future
+        await write_frame(self._writer, {"op": "start", "rid": self._next_rid, "socket": socket_path})
+        answer = await future
+        if "pid" not in answer:
+            raise LaunchError(answer.get("error", "fork failed"))
+        self.children.add(answer["pid"])
+        return int(answer["pid"])
+
+    def kill(self, pid: int) -> None:
+        if self._writer is not None and pid in self.children:
+            with contextlib.suppress(ConnectionError, FrameError):
+                self._writer.write(encode_frame({"op": "kill", "pid": pid}))
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(ConnectionError):
+                await write_frame(self._writer, {"op": "quit"})
+        if self._process is not None:
+            await self._process.wait()
+        if self._reader_task is not None:
+            await self._reader_task
+
+
+class SpawnLauncher(Launcher):
+    """Starts each app process as a new interpreter (no template; where fork is missing)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._processes: dict[int, asyncio.subprocess.Process] = {}
+        self._waiters: set[asyncio.Task[None]] = set()
+
+    @property
+    def alive(self) -> bool:
+        return True
+
+    async def launch(self, socket_path: str) -> int:
+        listener = listen_unix(socket_path)
+        spec = {**self.base_spec, "listen_fd": listener.fileno(), "socket": socket_path}
+        try:
+            process = await _run_python(
+                ["-m", "htagweb.template", "spawn", json.dumps(spec)], (listener.fileno(),)
+            )
+        finally:
+            listener.close()
+        self._processes[process.pid] = process
+        self.children.add(process.pid)
+        waiter = asyncio.get_running_loop().create_task(self._wait(process))
+        self._waiters.add(waiter)
+        waiter.add_done_callback(self._waiters.discard)
+        return process.pid
+
+    async def _wait(self, process: asyncio.subprocess.Process) -> None:
+        await process.wait()
+        self._processes.pop(process.pid, None)
+        self._child_exited(process.pid)
+
+    def kill(self, pid: int) -> None:
+        process = self._processes.get(pid)
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGKILL)
+
+    async def close(self) -> None:
+        for pid in list(self._processes):
+            self.kill(pid)
+        if self._waiters:
+            await asyncio.gather(*self._waiters, return_exceptions=True)
+
+
+def make_launcher(
+    start_method: str, ref: AppRef, base_spec: dict[str, Any], on_exit: Callable[[int], None]
+) -> Launcher:
+    if start_method == "spawn" or not hasattr(os, "fork"):
+        return SpawnLauncher(ref, base_spec, on_exit)
+    return ForkLauncher(ref, base_spec, on_exit)

@@ -1,0 +1,415 @@
+"""The web side: a Starlette app that serves htag apps and forwards their interactions.
+
+    GET  /                   the app given to the constructor (or any route using handle())
+    POST /_/{fqn}            one interaction over HTTP
+    WS   /_/{fqn}            interactions and tag.update() pushes over a WebSocket
+    GET  /_htagweb/client.js the browser client
+
+Workers hold no user state: every request finds the user's app process through the
+session id and a hash (see htagweb.runtime), whichever worker it reaches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import html
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from htag.runners import commons
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import appref
+from .appref import FQN_PATTERN, AppRef
+from .config import Config
+from .gateway import AppDied, AppGone, AppProcessError, AppTimeout, Gateway
+from .ipc import FrameError, encode_frame, read_frame
+from .sessions.cookie import SESSION_SCOPE_KEY, SessionCookie, SessionMiddleware, load_or_create_secret
+
+logger = logging.getLogger(__name__)
+
+CLIENT_JS = resources.files("htagweb").joinpath("static/client.js").read_bytes()
+CLIENT_JS_VERSION = hashlib.sha256(CLIENT_JS).hexdigest()[:12]
+DEADLINE_GRACE = 5.0  # the app process ends itself at its deadline; the worker waits this longer
+WS_CLOSE_APP_GONE = 4404
+
+MESSAGE_TIMEOUT = (
+    "The app stopped while handling this action (it ran longer than {seconds:g}s, or crashed). "
+    "Reload the page to start it again."
+)
+MESSAGE_ENDED = "The app ended. Reload the page to start it again."
+
+
+class InvalidInteraction(ValueError):
+    """The body of an interaction is not htag's {"id","method","args","kargs","event"}."""
+
+
+def parse_interaction(data: str | bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInteraction(f"not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise InvalidInteraction("an interaction is a JSON object")
+    if not isinstance(payload.get("id"), (int, str)) or isinstance(payload.get("id"), bool):
+        raise InvalidInteraction("'id' must be an integer or a string")
+    if not isinstance(payload.get("method"), (str, type(None))):  # None: a generator's next step
+        raise InvalidInteraction("'method' must be a string")
+    # htag sends null args and kargs for a generator's next step.
+    if payload.get("args") is None:
+        payload["args"] = []
+    if payload.get("kargs") is None:
+        payload["kargs"] = {}
+    if not isinstance(payload["args"], list):
+        raise InvalidInteraction("'args' must be a list")
+    if not isinstance(payload["kargs"], dict):
+        raise InvalidInteraction("'kargs' must be an object")
+    if not isinstance(payload.setdefault("event", None), (dict, type(None))):
+        raise InvalidInteraction("'event' must be an object")
+    return payload
+
+
+class Runner(Starlette):
+    """Serves htag apps: one process per user and app, interactions over WebSocket or HTTP.
+
+    `obj` (a Tag class, "module.Class", "module:Class" or a module holding `App`) is
+    served at "/"; `handle()` serves any app from other routes.
+    """
+
+    def __init__(
+        self,
+        obj: Any = None,
+        host: str = "0.0.0.0",
+        port: int = 8000,
+        debug: bool = False,
+        parano: bool = False,
+        http_only: bool = False,
+        timeout_interaction: float = 60,
+        timeout_inactivity: float = 0,
+        *,
+        start_method: str = "fork",
+        max_processes: int | None = None,
+        secret_key: str | bytes | None = None,
+        session_cookie: str = "session",
+        ssl: Any = None,
+    ) -> None:
+        self.config = Config(
+            debug=debug,
+            parano=parano,
+            http_only=http_only,
+            timeout_interaction=timeout_interaction,
+            timeout_inactivity=timeout_inactivity,
+            start_method=start_method,
+            max_processes=max_processes,
+            secret_key=secret_key,
+            session_cookie=session_cookie,
+        )
+        self.host = host
+        self.port = port
+        if ssl is not None:
+            logger.warning("Runner(ssl=...) has no effect: terminate TLS in uvicorn or a proxy")
+        if parano:
+            logger.warning("parano mode is not implemented yet: traffic is only as safe as TLS")
+        self.gateway = Gateway(
+            {"start_method": self.config.start_method, "max_processes": self.config.max_processes}
+        )
+        self._apps: dict[str, AppRef] = {}
+        self._refs_by_obj: dict[int, AppRef] = {}
+        self._home = self._register(obj) if obj is not None else None
+        secret = self.config.secret_key or os.environ.get("HTAGWEB_SECRET_KEY")
+        cookie = SessionCookie(
+            secret or load_or_create_secret(self.config.state_dir), name=self.config.session_cookie
+        )
+        super().__init__(
+            debug=debug,
+            routes=[
+                Route("/_htagweb/client.js", self._client_js, methods=["GET", "HEAD"]),
+                Route("/_/{fqn}", self._interact_http, methods=["POST"]),
+                WebSocketRoute("/_/{fqn}", self._interact_ws),
+            ],
+            middleware=[Middleware(SessionMiddleware, cookie=cookie)],
+            lifespan=self._lifespan,
+        )
+        if self._home is not None:
+            home = self._home
+
+            async def serve_home(request: Request) -> Response:
+                return await self.handle(request, home)
+
+            self.add_route("/", serve_home)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.gateway.start()
+        if self._home is not None:
+            try:
+                await self.gateway.prepare(self._home)
+            except AppProcessError as exc:
+                logger.error("cannot prepare %s: %s", self._home.fqn, exc)
+        yield
+        await self.gateway.close()
+
+    def _register(self, obj: Any) -> AppRef:
+        if isinstance(obj, AppRef):
+            return obj
+        ref = self._refs_by_obj.get(id(obj))
+        if ref is None:
+            ref, _ = appref.resolve(obj)
+            self._refs_by_obj[id(obj)] = ref
+            self._apps[ref.fqn] = ref
+        return ref
+
+    # -- pages ---------------------------------------------------------------------
+
+    async def handle(
+        self,
+        request: Request,
+        obj: Any,
+        http_only: bool | None = None,
+        parano: bool | None = None,
+        timeout_interaction: float | None = None,
+        timeout_inactivity: float | None = None,
+    ) -> Response:
+        """Serve a fresh instance of `obj` to this user (a page load)."""
+        ref = self._register(obj)
+        config = self.config
+        http_only = config.http_only if http_only is None else http_only
+        interaction_timeout = (
+            config.timeout_interaction if timeout_interaction is None else timeout_interaction
+        )
+        inactivity_timeout = (
+            config.timeout_inactivity if timeout_inactivity is None else timeout_inactivity
+        )
+        root_path = request.scope.get("root_path", "")
+        args, kargs = commons.url2ak(str(request.url))
+        message = {
+            "op": "render",
+            "init": [list(args), kargs],
+            "page": {
+                "client_src": f"{root_path}/_htagweb/client.js?v={CLIENT_JS_VERSION}",
+                "endpoint": f"{root_path}/_/{ref.fqn}",
+                "mode": "http" if http_only else "ws",
+            },
+            "options": {
+                "debug": config.debug,
+                "timeout_interaction": interaction_timeout,
+                "timeout_inactivity": inactivity_timeout,
+            },
+        }
+        session_id = request.scope[SESSION_SCOPE_KEY]
+        try:
+            reply = await self.gateway.render(
+                ref, session_id, message, _worker_deadline(interaction_timeout)
+            )
+        except (AppTimeout, AppDied):
+            return self._error_page(MESSAGE_TIMEOUT.format(seconds=interaction_timeout), 504)
+        except AppProcessError as exc:
+            logger.error("cannot serve %s: %s", ref.fqn, exc)
+            return self._error_page(str(exc) if config.debug else MESSAGE_ENDED, 500)
+        if "html" not in reply:
+            return self._error_page(reply.get("error", MESSAGE_ENDED), 500)
+        return HTMLResponse(reply["html"])
+
+    def _error_page(self, text: str, status: int) -> HTMLResponse:
+        body = f"<!DOCTYPE html><title>htagweb</title><p>{html.escape(text)}</p>"
+        return HTMLResponse(body, status_code=status)
+
+    async def _client_js(self, request: Request) -> Response:
+        immutable = request.query_params.get("v") == CLIENT_JS_VERSION
+        cache = "public, max-age=31536000, immutable" if immutable else "no-cache"
+        return Response(
+            CLIENT_JS,
+            media_type="text/javascript",
+            headers={"Cache-Control": cache, "ETag": f'"{CLIENT_JS_VERSION}"'},
+        )
+
+    # -- interactions ----------------------------------------------------------------
+
+    async def _interact_http(self, request: Request) -> Response:
+        fqn = request.path_params["fqn"]
+        if not FQN_PATTERN.match(fqn):
+            return PlainTextResponse("unknown app", status_code=404)
+        try:
+            payload = parse_interaction(await request.body())
+        except InvalidInteraction as exc:
+            return JSONResponse({"err": f"bad interaction: {exc}"}, status_code=400)
+        session_id = request.scope[SESSION_SCOPE_KEY]
+        await self.gateway.start()
+        path = self.gateway.app_socket(session_id, fqn)
+        message = {"op": "interact", "instance": request.query_params.get("i"), "payload": payload}
+        try:
+            deadline = _worker_deadline(self.config.timeout_interaction)
+            reply = await self.gateway.call_app(path, message, deadline)
+        except AppGone:
+            return JSONResponse({"reload": True}, status_code=410)
+        except (AppTimeout, AppDied) as exc:
+            if isinstance(exc, AppTimeout):
+                await self.gateway.kill(session_id, fqn)
+            text = MESSAGE_TIMEOUT.format(seconds=self.config.timeout_interaction)
+            return JSONResponse({"err": text}, status_code=504)
+        if "actions" not in reply:
+            return JSONResponse({"reload": True}, status_code=410)
+        return Response(json.dumps(reply["actions"]), media_type="application/json")
+
+    async def _interact_ws(self, websocket: WebSocket) -> None:
+        fqn = websocket.path_params["fqn"]
+        session_id = websocket.scope[SESSION_SCOPE_KEY]
+        await self.gateway.start()
+        try:
+            if not FQN_PATTERN.match(fqn):
+                raise OSError("unknown app")
+            reader, writer = await asyncio.open_unix_connection(
+                self.gateway.app_socket(session_id, fqn)
+            )
+        except OSError:
+            await websocket.accept()
+            await websocket.send_text(json.dumps({"reload": True}))
+            await websocket.close(WS_CLOSE_APP_GONE, "no app for this page")
+            return
+        await websocket.accept()
+        bridge = _SocketBridge(websocket, reader, writer, self.config.timeout_interaction)
+        try:
+            await bridge.run(websocket.query_params.get("i"))
+        finally:
+            writer.close()
+        if bridge.timed_out:
+            with contextlib.suppress(AppProcessError):
+                await self.gateway.kill(session_id, fqn)
+
+    # -- running -------------------------------------------------------------------
+
+    def run(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        workers: int = 1,
+        openBrowser: bool = False,  # noqa: N803 (htagweb 1.0's name)
+        **uvicorn_options: Any,
+    ) -> None:
+        """Serve with uvicorn; HTAGWEB_HOST / HTAGWEB_PORT override the constructor's values."""
+        import uvicorn
+
+        host = host or os.environ.get("HTAGWEB_HOST") or self.host
+        port = int(port or os.environ.get("HTAGWEB_PORT") or self.port)
+        if openBrowser:
+            import webbrowser
+
+            webbrowser.open_new_tab(f"http://localhost:{port}")
+        if workers > 1:
+            from .workers import serve_prefork
+
+            serve_prefork(self, host, port, workers, uvicorn_options)
+        else:
+            uvicorn.run(self, host=host, port=port, **uvicorn_options)
+
+
+def _worker_deadline(timeout_interaction: float) -> float | None:
+    return timeout_interaction + DEADLINE_GRACE if timeout_interaction > 0 else None
+
+
+class _SocketBridge:
+    """Carries one page's WebSocket to its app process and back.
+
+    Interactions go up as framed requests; answers and tag.update() pushes come down
+    as htag actions. When the app process ends, the page is told why.
+    """
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        timeout_interaction: float,
+    ) -> None:
+        self.websocket = websocket
+        self.reader = reader
+        self.writer = writer
+        self.timeout_interaction = timeout_interaction
+        self.deadline = _worker_deadline(timeout_interaction)
+        self.pending = 0
+        self.timed_out = False
+
+    async def run(self, instance: str | None) -> None:
+        self.writer.write(encode_frame({"op": "attach", "instance": instance, "rid": 0}))
+        down = asyncio.ensure_future(self._downstream())
+        up = asyncio.ensure_future(self._upstream())
+        done, _ = await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (down, up):
+            task.cancel()
+        for task in (down, up):
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, ConnectionError):
+                await task
+
+    async def _upstream(self) -> None:
+        rid = 0
+        while True:
+            text = await self.websocket.receive_text()
+            try:
+                payload = parse_interaction(text)
+            except InvalidInteraction as exc:
+                await self.websocket.send_text(json.dumps({"err": f"bad interaction: {exc}"}))
+                continue
+            rid += 1
+            self.pending += 1
+            self.writer.write(encode_frame({"op": "interact", "payload": payload, "rid": rid}))
+            await self.writer.drain()
+
+    async def _downstream(self) -> None:
+        try:
+            while True:
+                timeout = self.deadline if self.pending else None
+                try:
+                    message = await asyncio.wait_for(read_frame(self.reader), timeout)
+                except asyncio.TimeoutError:
+                    self.timed_out = True
+                    message = None
+                if message is None:
+                    break
+                if message.get("rid"):
+                    self.pending -= 1
+                if message.get("reload"):
+                    await self.websocket.send_text(json.dumps({"reload": True}))
+                elif "actions" in message:
+                    await self.websocket.send_text(json.dumps(message["actions"]))
+        except (FrameError, ConnectionError):
+            pass
+        if self.pending or self.timed_out:
+            text = MESSAGE_TIMEOUT.format(seconds=self.timeout_interaction)
+            await self.websocket.send_text(json.dumps({"err": text}))
+        await self.websocket.close(WS_CLOSE_APP_GONE, "the app ended")
+
+
+AppServer = Runner  # the same class under htagweb 1.0's other name
+WebServerWS = Runner  # first render over HTTP, interactions over WebSocket
+
+
+class WebServer(Runner):
+    """A Runner whose interactions go over HTTP (http_only=True)."""
+
+    def __init__(
+        self,
+        obj: Any = None,
+        host: str = "0.0.0.0",
+        port: int = 8000,
+        debug: bool = False,
+        parano: bool = False,
+        http_only: bool = True,
+        timeout_interaction: float = 60,
+        timeout_inactivity: float = 0,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            obj, host, port, debug, parano, http_only, timeout_interaction, timeout_inactivity,
+            **options,
+        )

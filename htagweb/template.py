@@ -1,0 +1,194 @@
+"""The warm template: a process that imported htag and one app, and forks users' processes.
+
+Forking from it costs a few milliseconds and little private memory, because the
+child shares every page the template already holds (htag, the app's module, the
+app-process loop). The template imports nothing of the web stack.
+
+The supervisor talks to it over a socketpair with framed JSON:
+
+    -> {"op": "start", "rid": n, "socket": path}   <- {"rid": n, "pid": pid}
+    -> {"op": "kill", "pid": pid}
+    -> {"op": "quit"}
+    <- {"op": "exited", "pid": pid, "status": code}   whenever a child ends
+
+`python -m htagweb.template spawn SPEC` runs one app process without a template:
+the path for platforms without fork, selectable on Linux with start_method="spawn".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+from htag import Tag
+
+from . import appprocess, appref, inert
+from .ipc import FrameBuffer, encode_frame, listen_unix
+from .runtime import log_to_stderr
+
+logger = logging.getLogger(__name__)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL us when our parent dies (Linux), so nothing is orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def prepare_interpreter(spec: dict[str, Any]) -> type[Tag]:
+    """Make this fresh interpreter look like the web worker's, then load the app."""
+    die_with_parent(spec["parent_pid"])
+    os.umask(0o077)
+    sys.path[:] = spec["sys_path"]
+    os.chdir(spec["cwd"])
+    log_to_stderr(spec.get("log_level", logging.WARNING))
+    inert.activate()
+    return appref.load(appref.AppRef.from_json(spec["app"]))
+
+
+class ForkServer:
+    """The template's loop: forks app processes on request and reports their ends."""
+
+    def __init__(self, channel: socket.socket, tag_class: type[Tag]) -> None:
+        self.channel = channel
+        self.tag_class = tag_class
+        self.children: dict[int, str] = {}
+        self.frames = FrameBuffer()
+        self.selector = selectors.DefaultSelector()
+        self.wake_read, self.wake_write = os.pipe()
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.channel.sendall(encode_frame(message))
+
+    def serve_forever(self) -> None:
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
+        signal.set_wakeup_fd(self.wake_write)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the supervisor says quit
+        self.selector.register(self.channel, selectors.EVENT_READ, "channel")
+        self.selector.register(self.wake_read, selectors.EVENT_READ, "signal")
+        while True:
+            for key, _ in self.selector.select():
+                if key.data == "signal":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.wake_read, 4096)
+                    self.reap()
+                    continue
+                data = self.channel.recv(1 << 16)
+                if not data:
+                    self.quit()
+                    return
+                for message in self.frames.feed(data):
+                    if message.get("op") == "quit":
+                        self.quit()
+                        return
+                    self.handle(message)
+
+    def handle(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "start":
+            try:
+                pid = self.fork_app(message["socket"])
+            except OSError as exc:
+                self.send({"rid": message.get("rid"), "error": str(exc)})
+            else:
+                self.send({"rid": message.get("rid"), "pid": pid})
+        elif op == "kill":
+            pid = message.get("pid")
+            if pid in self.children:  # only our own, not yet reaped: never a reused pid
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def fork_app(self, socket_path: str) -> int:
+        # Bound before the fork: connections queue in the kernel from this instant,
+        # so the supervisor can answer "ready" as soon as it has the pid.
+        listener = listen_unix(socket_path)
+        template_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                self.selector.close()
+                os.close(self.wake_read)
+                os.close(self.wake_write)
+                self.channel.close()
+                die_with_parent(template_pid)
+                code = appprocess.run(self.tag_class, listener, socket_path)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        listener.close()
+        self.children[pid] = socket_path
+        return pid
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.pop(pid, None)
+            self.send({"op": "exited", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
+
+    def quit(self) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in list(self.children):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.children.clear()
+
+
+def main_template(spec: dict[str, Any]) -> int:
+    channel = socket.socket(fileno=spec["channel_fd"])
+    try:
+        tag_class = prepare_interpreter(spec)
+    except BaseException as exc:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        channel.sendall(encode_frame({"op": "failed", "error": detail}))
+        return 1
+    # Objects that exist now are shared with every child: keep the collector from
+    # touching (and so copying) their pages.
+    gc.collect()
+    gc.freeze()
+    channel.sendall(encode_frame({"op": "ready", "pid": os.getpid()}))
+    ForkServer(channel, tag_class).serve_forever()
+    return 0
+
+
+def main_spawned(spec: dict[str, Any]) -> int:
+    listener = socket.socket(fileno=spec["listen_fd"])
+    try:
+        tag_class = prepare_interpreter(spec)
+    except BaseException:
+        logger.exception("cannot load app %s", spec["app"].get("fqn"))
+        return 1
+    return appprocess.run(tag_class, listener, spec["socket"])
+
+
+if __name__ == "__main__":
+    mode, spec_text = sys.argv[1], sys.argv[2]
+    spec = json.loads(spec_text)
+    sys.exit(main_template(spec) if mode == "fork" else main_spawned(spec))

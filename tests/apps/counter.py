@@ -1,0 +1,50 @@
+"""The test app: a counter, plus buttons that misbehave on purpose."""
+
+import asyncio
+import json
+import os
+
+from htag import Tag
+
+
+class App(Tag.div):
+    def init(self, *args, **kwargs):
+        self.count = 0
+        self.shown = Tag.span(self.count, _class="count")
+        self += self.shown
+        self += Tag.button("+", _class="inc", _onclick=self.inc)
+        self += Tag.span(os.getpid(), _class="pid")
+        self += Tag.span(json.dumps([list(args), kwargs]), _class="init")
+        self += Tag.button("loop", _class="loop", _onclick=self.loop)
+        self += Tag.button("exit", _class="exit", _onclick=self.leave)
+        self += Tag.button("boom", _class="boom", _onclick=self.boom)
+        self += Tag.button("ticks", _class="ticks", _onclick=self.start_ticks)
+        self += Tag.button("stream", _class="stream", _onclick=self.stream)
+
+    def inc(self, o):
+        self.count += 1
+        self.shown.clear(self.count)
+
+    def loop(self, o):
+        while True:
+            pass
+
+    def leave(self, o):
+        self.exit()
+
+    def boom(self, o):
+        raise ValueError("secret detail in /srv/private/app.py")
+
+    async def start_ticks(self, o):
+        asyncio.ensure_future(self._ticks())
+
+    async def _ticks(self):
+        for _ in range(3):
+            await asyncio.sleep(0.05)
+            self.count += 100
+            self.shown.clear(self.count)
+            await self.shown.update()
+
+    def stream(self, o):
+        for i in range(3):
+            yield Tag.span(f"s{i}", _class="streamed")

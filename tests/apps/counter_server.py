@@ -1,0 +1,35 @@
+"""Serves the counter app; tests choose options through COUNTER_* variables."""
+
+import os
+
+from starlette.responses import PlainTextResponse
+
+from counter import App
+from htagweb import Runner
+
+env = os.environ.get
+app = Runner(
+    App,
+    debug=env("COUNTER_DEBUG") == "1",
+    http_only=env("COUNTER_HTTP_ONLY") == "1",
+    timeout_interaction=float(env("COUNTER_TIMEOUT_INTERACTION", "60")),
+    timeout_inactivity=float(env("COUNTER_TIMEOUT_INACTIVITY", "0")),
+    max_processes=int(env("COUNTER_MAX_PROCESSES")) if env("COUNTER_MAX_PROCESSES") else None,
+)
+
+
+async def worker_pid(request):
+    return PlainTextResponse(str(os.getpid()))
+
+
+async def status(request):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(await request.app.gateway.status())
+
+
+app.add_route("/worker", worker_pid)
+app.add_route("/status", status)
+
+if __name__ == "__main__":
+    app.run()

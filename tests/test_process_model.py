@@ -1,0 +1,223 @@
+"""One isolated process per (user, app), owned by the supervisor, reachable from any worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from support import Page, User, text_of_class, wait_for_exit
+
+COUNTER = [sys.executable, "counter_server.py"]
+GUNICORN_COUNTER = [
+    sys.executable, "-m", "gunicorn", "-w", "4", "-k", "uvicorn.workers.UvicornH11Worker",
+    "-b", "127.0.0.1:{port}", "--preload", "counter_server:app",
+]  # fmt: skip
+
+
+def count_in(answer: httpx.Response) -> int:
+    assert answer.status_code == 200, (answer.status_code, answer.text)
+    (update,) = answer.json()["update"].values()
+    return int(text_of_class(update, "count"))
+
+
+def test_clicks_over_gunicorn_workers_reach_one_instance_and_survive_a_killed_worker(serve):
+    server = serve(
+        GUNICORN_COUNTER, env={"COUNTER_HTTP_ONLY": "1"}, ready_lines=4, stop_signal=signal.SIGTERM
+    )
+    user = User(server.url)
+    page = user.get("/")
+    app_pid = int(page.text_of("pid"))
+    workers_seen: set[int] = set()
+    for click in range(1, 51):
+        if click == 25:  # SIGKILL one worker midway: gunicorn replaces it, the app lives on
+            victim = int(httpx.get(server.url + "/worker").text)
+            os.kill(victim, signal.SIGKILL)
+            assert wait_for_exit(victim, 10)
+        answer = user.post(page, page.click("inc"), fresh_connection=True)
+        assert count_in(answer) == click
+        workers_seen.add(int(httpx.get(server.url + "/worker").text))
+    assert len(workers_seen) >= 2
+    assert os.path.exists(f"/proc/{app_pid}")  # the same process held all 50 clicks
+    server.stop()
+    assert server.leftovers() == ([], [])
+
+
+def test_two_users_never_see_each_others_state(serve):
+    server = serve(COUNTER, env={"COUNTER_HTTP_ONLY": "1"})
+    alice, bob = User(server.url), User(server.url)
+    alice_page, bob_page = alice.get(), bob.get()
+    assert alice_page.text_of("pid") != bob_page.text_of("pid")
+    for _ in range(3):
+        alice_answer = alice.post(alice_page, alice_page.click("inc"))
+    bob_answer = bob.post(bob_page, bob_page.click("inc"))
+    assert count_in(alice_answer) == 3 and count_in(bob_answer) == 1
+    # Bob replaying Alice's interaction (ids and all) only reaches Bob's own process.
+    stolen = bob.post(alice_page, alice_page.click("inc")).json()
+    assert stolen["instance"] == bob_page.instance
+    assert text_of_class(stolen["update"]["0"], "count") == "1"
+    assert count_in(alice.post(alice_page, alice_page.click("inc"))) == 4
+
+
+def test_runaway_handler_is_ended_while_other_users_are_served(serve):
+    server = serve(COUNTER, env={"COUNTER_HTTP_ONLY": "1", "COUNTER_TIMEOUT_INTERACTION": "1.5"})
+    stuck, other = User(server.url), User(server.url)
+    stuck_page, other_page = stuck.get(), other.get()
+    stuck_pid = int(stuck_page.text_of("pid"))
+    result: dict[str, httpx.Response] = {}
+    looping = threading.Thread(
+        target=lambda: result.setdefault("answer", stuck.post(stuck_page, stuck_page.click("loop")))
+    )
+    looping.start()
+    clicks_during_loop = 0
+    while looping.is_alive():
+        clicks_during_loop += 1
+        assert count_in(other.post(other_page, other_page.click("inc"))) == clicks_during_loop
+    looping.join()
+    assert clicks_during_loop >= 3
+    answer = result["answer"]
+    assert answer.status_code == 504 and "1.5s" in answer.json()["err"]
+    assert wait_for_exit(stuck_pid, 10)
+    fresh = stuck.get()  # the next page load starts fresh
+    assert int(fresh.text_of("pid")) != stuck_pid and fresh.text_of("count") == "0"
+
+
+def test_runaway_handler_over_websocket_gets_a_clear_error(serve):
+    server = serve(COUNTER, env={"COUNTER_TIMEOUT_INTERACTION": "1"})
+    user = User(server.url)
+    page = user.get()
+    with user.websocket(page) as ws:
+        ws.send(json.dumps(page.click("loop")))
+        message = json.loads(ws.recv(timeout=20))
+        assert "1s" in message["err"]
+    assert wait_for_exit(int(page.text_of("pid")), 10)
+
+
+def test_killed_app_process_is_replaced_on_next_page_load(serve):
+    server = serve(COUNTER, env={"COUNTER_HTTP_ONLY": "1"})
+    user = User(server.url)
+    page = user.get()
+    pid = int(page.text_of("pid"))
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for_exit(pid, 10)
+    assert user.post(page, page.click("inc")).json() == {"reload": True}
+    fresh = user.get()
+    assert int(fresh.text_of("pid")) != pid
+    assert count_in(user.post(fresh, fresh.click("inc"))) == 1
+
+
+def test_page_reload_gives_a_fresh_instance_with_query_parameters(serve):
+    server = serve(COUNTER, env={"COUNTER_HTTP_ONLY": "1"})
+    user = User(server.url)
+    page = user.get()
+    user.post(page, page.click("inc"))
+    reloaded = user.get("/?a&b=1")
+    assert reloaded.text_of("count") == "0"
+    assert reloaded.text_of("pid") == page.text_of("pid")  # same process, new instance
+    assert json.loads(reloaded.text_of("init")) == [["a"], {"b": "1"}]
+
+
+def test_older_tab_is_shown_the_live_instance(serve):
+    server = serve(COUNTER, env={"COUNTER_HTTP_ONLY": "1"})
+    user = User(server.url)
+    old_tab = user.get()
+    new_tab = user.get()
+    assert count_in(user.post(new_tab, new_tab.click("inc"))) == 1
+    answer = user.post(old_tab, old_tab.click("inc")).json()
+    assert answer["instance"] == new_tab.instance
+    live_body = answer["update"]["0"]
+    assert text_of_class(live_body, "count") == "1"  # the live page, not a click on a dead one
+    assert count_in(user.post(new_tab, new_tab.click("inc"))) == 2
+
+
+def test_tag_exit_ends_the_process(serve):
+    server = serve(COUNTER, env={"COUNTER_HTTP_ONLY": "1"})
+    user = User(server.url)
+    page = user.get()
+    pid = int(page.text_of("pid"))
+    assert user.post(page, page.click("exit")).status_code == 200
+    assert wait_for_exit(pid, 10)
+    assert user.post(page, page.click("inc")).json() == {"reload": True}
+
+
+def test_idle_process_ends_after_timeout_inactivity(serve):
+    server = serve(COUNTER, env={"COUNTER_HTTP_ONLY": "1", "COUNTER_TIMEOUT_INACTIVITY": "1"})
+    user = User(server.url)
+    page = user.get()
+    pid = int(page.text_of("pid"))
+    started = time.monotonic()
+    assert wait_for_exit(pid, 15)
+    assert time.monotonic() - started >= 0.9
+    assert user.get().text_of("pid") != str(pid)
+
+
+def test_process_cap_ends_least_recently_used(serve):
+    server = serve(COUNTER, env={"COUNTER_HTTP_ONLY": "1", "COUNTER_MAX_PROCESSES": "2"})
+    first, second, third = User(server.url), User(server.url), User(server.url)
+    first_page = first.get()
+    second_page = second.get()
+    time.sleep(1.1)  # the LRU clock has a 1 s resolution (socket mtime, touched at most 1/s)
+    assert count_in(first.post(first_page, first_page.click("inc"))) == 1  # second is now LRU
+    third_page = third.get()  # never an error page past the cap
+    assert third_page.text_of("count") == "0"
+    assert wait_for_exit(int(second_page.text_of("pid")), 10)
+    assert count_in(first.post(first_page, first_page.click("inc"))) == 2
+    assert second.post(second_page, second_page.click("inc")).json() == {"reload": True}
+    status = httpx.get(server.url + "/status").json()
+    assert len(status["processes"]) == 2
+
+
+def test_fifty_users_arriving_at_once_are_all_served(serve):
+    server = serve(COUNTER)
+    def visit(_: int) -> str:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            response = client.get("/")
+            assert response.status_code == 200
+            return Page(response.text).text_of("pid")
+    with ThreadPoolExecutor(50) as pool:
+        pids = list(pool.map(visit, range(50)))
+    assert len(set(pids)) == 50
+
+
+def test_debug_shows_tracebacks_and_production_does_not(serve):
+    production = serve(COUNTER, env={"COUNTER_HTTP_ONLY": "1"})
+    user = User(production.url)
+    page = user.get()
+    err = user.post(page, page.click("boom")).json()["err"]
+    assert "secret detail" not in err and "/srv" not in err and "Traceback" not in err
+    assert "secret detail" in production.log  # logged for the developer
+    debugging = serve(COUNTER, env={"COUNTER_HTTP_ONLY": "1", "COUNTER_DEBUG": "1"})
+    user = User(debugging.url)
+    page = user.get()
+    err = user.post(page, page.click("boom")).json()["err"]
+    assert "Traceback" in err and "secret detail" in err
+
+
+def test_tag_update_pushes_and_generators_stream_over_websocket(serve):
+    server = serve(COUNTER)
+    user = User(server.url)
+    page = user.get()
+    with user.websocket(page) as ws:
+        ws.send(json.dumps(page.click("ticks")))
+        assert json.loads(ws.recv(timeout=10)) == {}  # the click itself changes nothing
+        counts = [text_of_class(next(iter(json.loads(ws.recv(timeout=10))["update"].values())), "count") for _ in range(3)]
+        assert counts == ["100", "200", "300"]
+        ws.send(json.dumps(page.click("stream")))
+        streamed = []
+        message = json.loads(ws.recv(timeout=10))
+        while "next" in message:
+            streamed.append(next(iter(message["stream"].values())))
+            ws.send(json.dumps(_next_call(message["next"])))
+            message = json.loads(ws.recv(timeout=10))
+        assert [text_of_class(s, "streamed") for s in streamed] == ["s0", "s1", "s2"]
+
+
+def _next_call(js: str) -> dict:
+    from support import interaction_of
+
+    return interaction_of(js)
