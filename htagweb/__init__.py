@@ -1,7 +1,7 @@
 """htagweb: the production web host for htag apps.
 
-    from htagweb import WebServer
-    WebServer(App).run()
+from htagweb import WebServer
+WebServer(App).run()
 """
 
 from __future__ import annotations

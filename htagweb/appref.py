@@ -20,7 +20,7 @@ from typing import Any
 
 from htag import Tag
 
-FQN_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+FQN_PATTERN = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
 
 
 class AppRefError(ValueError):

@@ -53,7 +53,9 @@ class Config:
     def __post_init__(self) -> None:
         self.start_method = os.environ.get("HTAGWEB_START_METHOD", self.start_method)
         if self.start_method not in START_METHODS:
-            raise ValueError(f"start_method must be one of {START_METHODS}, not {self.start_method!r}")
+            raise ValueError(
+                f"start_method must be one of {START_METHODS}, not {self.start_method!r}"
+            )
         for name in ("timeout_interaction", "timeout_inactivity"):
             value = getattr(self, name)
             if value is None:

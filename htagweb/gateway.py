@@ -146,7 +146,12 @@ class Gateway:
 
     async def ensure(self, ref: AppRef, session_id: str, stale: bool = False) -> str:
         reply = await self.ask_supervisor(
-            {"op": "ensure", "app": ref.to_json(), "key": app_key(session_id, ref.fqn), "stale": stale}
+            {
+                "op": "ensure",
+                "app": ref.to_json(),
+                "key": app_key(session_id, ref.fqn),
+                "stale": stale,
+            }
         )
         return str(reply["socket"])
 

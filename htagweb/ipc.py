@@ -153,10 +153,8 @@ class RpcClient:
         self._read_task.cancel()
 
     async def wait_closed(self) -> None:
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._read_task
-        except asyncio.CancelledError:
-            pass
 
 
 def listen_unix(path: str, backlog: int = 128) -> socket.socket:

@@ -135,7 +135,9 @@ class ForkLauncher(Launcher):
         self._next_rid += 1
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[self._next_rid] = future
-        await write_frame(self._writer, {"op": "start", "rid": self._next_rid, "socket": socket_path})
+        await write_frame(
+            self._writer, {"op": "start", "rid": self._next_rid, "socket": socket_path}
+        )
         answer = await future
         if "pid" not in answer:
             raise LaunchError(answer.get("error", "fork failed"))

@@ -13,6 +13,7 @@ Everything is created 0700/0600; names under apps/ are hashes, never client inpu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -132,10 +133,8 @@ class ServerDir:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-        try:  # the shared base goes too when this was the last server in it
+        with contextlib.suppress(OSError):  # the shared base goes when no server is left in it
             self.root.parent.rmdir()
-        except OSError:
-            pass
 
     def master_alive(self) -> bool:
         pid_text, _, start = self.root.name.partition("-")
@@ -144,7 +143,7 @@ class ServerDir:
 
 def remove_stale_server_dirs(base: Path | None = None) -> list[Path]:
     """Delete directories left by servers whose master is gone (after a SIGKILL)."""
-    removed = []
+    removed: list[Path] = []
     base = base or base_dir()
     try:
         entries = list(base.iterdir())

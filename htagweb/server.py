@@ -35,7 +35,12 @@ from .appref import FQN_PATTERN, AppRef
 from .config import Config
 from .gateway import AppDied, AppGone, AppProcessError, AppTimeout, Gateway
 from .ipc import FrameError, encode_frame, read_frame
-from .sessions.cookie import SESSION_SCOPE_KEY, SessionCookie, SessionMiddleware, load_or_create_secret
+from .sessions.cookie import (
+    SESSION_SCOPE_KEY,
+    SessionCookie,
+    SessionMiddleware,
+    load_or_create_secret,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +120,9 @@ class Runner(Starlette):
             secret_key=secret_key,
             session_cookie=session_cookie,
         )
-        self.host = host
-        self.port = port
+        # Starlette's `host()` is a method: the address to bind keeps other names.
+        self.bind_host = host
+        self.bind_port = port
         if ssl is not None:
             logger.warning("Runner(ssl=...) has no effect: terminate TLS in uvicorn or a proxy")
         if parano:
@@ -294,14 +300,14 @@ class Runner(Starlette):
         host: str | None = None,
         port: int | None = None,
         workers: int = 1,
-        openBrowser: bool = False,  # noqa: N803 (htagweb 1.0's name)
+        openBrowser: bool = False,
         **uvicorn_options: Any,
     ) -> None:
         """Serve with uvicorn; HTAGWEB_HOST / HTAGWEB_PORT override the constructor's values."""
         import uvicorn
 
-        host = host or os.environ.get("HTAGWEB_HOST") or self.host
-        port = int(port or os.environ.get("HTAGWEB_PORT") or self.port)
+        host = host or os.environ.get("HTAGWEB_HOST") or self.bind_host
+        port = int(port or os.environ.get("HTAGWEB_PORT") or self.bind_port)
         if openBrowser:
             import webbrowser
 
@@ -344,7 +350,7 @@ class _SocketBridge:
         self.writer.write(encode_frame({"op": "attach", "instance": instance, "rid": 0}))
         down = asyncio.ensure_future(self._downstream())
         up = asyncio.ensure_future(self._upstream())
-        done, _ = await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+        _done, _ = await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
         for task in (down, up):
             task.cancel()
         for task in (down, up):
@@ -410,6 +416,13 @@ class WebServer(Runner):
         **options: Any,
     ) -> None:
         super().__init__(
-            obj, host, port, debug, parano, http_only, timeout_interaction, timeout_inactivity,
+            obj,
+            host,
+            port,
+            debug,
+            parano,
+            http_only,
+            timeout_interaction,
+            timeout_inactivity,
             **options,
         )

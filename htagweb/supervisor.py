@@ -150,10 +150,10 @@ class Supervisor:
     async def _dispatch(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message.get("op")
         if op == "ensure":
-            record = await self.ensure(
+            started = await self.ensure(
                 AppRef.from_json(message["app"]), message["key"], bool(message.get("stale"))
             )
-            return {"socket": str(record.socket), "pid": record.pid}
+            return {"socket": str(started.socket), "pid": started.pid}
         if op == "prepare":
             await self._launcher_for(AppRef.from_json(message["app"]))
             return {"ok": True}
@@ -235,7 +235,9 @@ class Supervisor:
         candidates = [r for r in self.processes.values() if r.key != for_key]
         candidates.sort(key=_last_used)
         for record in candidates[:excess]:
-            logger.info("process cap %s reached: ending LRU app process %s", self.max_processes, record.pid)
+            logger.info(
+                "process cap %s reached: ending LRU app process %s", self.max_processes, record.pid
+            )
             self._end(record)
 
     def _end(self, record: AppProcessRecord) -> None:

@@ -109,10 +109,11 @@ class ForkServer:
             else:
                 self.send({"rid": message.get("rid"), "pid": pid})
         elif op == "kill":
-            pid = message.get("pid")
-            if pid in self.children:  # only our own, not yet reaped: never a reused pid
+            victim = message.get("pid")
+            # Only our own children, not yet reaped: never a pid the system reused.
+            if isinstance(victim, int) and victim in self.children:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(victim, signal.SIGKILL)
 
     def fork_app(self, socket_path: str) -> int:
         # Bound before the fork: connections queue in the kernel from this instant,

@@ -9,6 +9,7 @@ master pid, so every worker shares one supervisor (see htagweb.runtime).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -53,10 +54,8 @@ class PreforkArbiter:
     def _handle_stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
         for pid in self.children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     def _spawn_worker(self) -> None:
         pid = os.fork()

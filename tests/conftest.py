@@ -26,5 +26,10 @@ def serve(start_method: str) -> Iterator[Callable[..., ServerProcess]]:
         return server.start()
 
     yield start
+    leftovers = {}
     for server in servers:
+        server.stop()
+        leftovers[server.port] = server.leftovers()
         server.cleanup()
+    # Every test also checks that stopping its servers left no process, socket or file.
+    assert all(found == ([], []) for found in leftovers.values()), leftovers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html.parser
 import json
 import os
@@ -164,10 +165,8 @@ class ServerProcess:
     def cleanup(self) -> None:
         self.stop()
         for pid in processes_with_env(self.marker):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
@@ -240,7 +239,9 @@ class User:
         assert response.status_code == 200, (response.status_code, response.text[:500])
         return Page(response.text)
 
-    def post(self, page: Page, payload: dict[str, Any], fresh_connection: bool = False) -> httpx.Response:
+    def post(
+        self, page: Page, payload: dict[str, Any], fresh_connection: bool = False
+    ) -> httpx.Response:
         url = f"{page.endpoint}?i={page.instance}"
         if fresh_connection:  # a new TCP connection: under several workers, any may answer
             with httpx.Client(base_url=self.base_url, cookies=self.http.cookies, timeout=60) as c:

@@ -174,11 +174,13 @@ def test_process_cap_ends_least_recently_used(serve):
 
 def test_fifty_users_arriving_at_once_are_all_served(serve):
     server = serve(COUNTER)
+
     def visit(_: int) -> str:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             response = client.get("/")
             assert response.status_code == 200
             return Page(response.text).text_of("pid")
+
     with ThreadPoolExecutor(50) as pool:
         pids = list(pool.map(visit, range(50)))
     assert len(set(pids)) == 50
@@ -205,7 +207,10 @@ def test_tag_update_pushes_and_generators_stream_over_websocket(serve):
     with user.websocket(page) as ws:
         ws.send(json.dumps(page.click("ticks")))
         assert json.loads(ws.recv(timeout=10)) == {}  # the click itself changes nothing
-        counts = [text_of_class(next(iter(json.loads(ws.recv(timeout=10))["update"].values())), "count") for _ in range(3)]
+        counts = [
+            text_of_class(next(iter(json.loads(ws.recv(timeout=10))["update"].values())), "count")
+            for _ in range(3)
+        ]
         assert counts == ["100", "200", "300"]
         ws.send(json.dumps(page.click("stream")))
         streamed = []
@@ -221,3 +226,59 @@ def _next_call(js: str) -> dict:
     from support import interaction_of
 
     return interaction_of(js)
+
+
+def test_run_with_workers_shares_one_supervisor(serve):
+    server = serve([sys.executable, "counter_workers.py"], ready_lines=3)
+    user = User(server.url)
+    page = user.get()
+    for click in range(1, 13):
+        assert count_in(user.post(page, page.click("inc"), fresh_connection=True)) == click
+    assert len(list(server.runtime_dir.glob("*/supervisor.sock"))) == 1
+
+
+def test_uvloop_serves_clicks_and_pushes(serve):
+    server = serve(
+        [sys.executable, "-m", "uvicorn", "counter_server:app", "--loop", "uvloop", "--port", "{port}"]
+    )
+    user = User(server.url)
+    page = user.get()
+    with user.websocket(page) as ws:
+        ws.send(json.dumps(page.click("inc")))
+        assert text_of_class(next(iter(json.loads(ws.recv(timeout=10))["update"].values())), "count") == "1"
+        ws.send(json.dumps(page.click("ticks")))
+        assert json.loads(ws.recv(timeout=10)) == {}
+        assert "update" in json.loads(ws.recv(timeout=10))
+
+
+def test_two_servers_on_one_host_do_not_interfere(serve):
+    first = serve(COUNTER, env={"COUNTER_HTTP_ONLY": "1"})
+    second = serve(
+        COUNTER,
+        env={"COUNTER_HTTP_ONLY": "1", "HTAGWEB_RUNTIME_DIR": str(first.runtime_dir)},
+    )
+    second.marker = first.marker  # same runtime dir: leftovers are looked for there
+    alice_first, alice_second = User(first.url), User(second.url)
+    page_first, page_second = alice_first.get(), alice_second.get()
+    assert count_in(alice_first.post(page_first, page_first.click("inc"))) == 1
+    assert second.process is not None
+    (second_dir,) = first.runtime_dir.glob(f"{second.process.pid}-*")  # named after its master
+    second_supervisor = int((second_dir / "supervisor.pid").read_text())
+    second.stop()
+    assert wait_for_exit(second_supervisor, 15)
+    assert wait_for_exit(int(page_second.text_of("pid")), 15)
+    assert not second_dir.exists()
+    assert count_in(alice_first.post(page_first, page_first.click("inc"))) == 2
+
+
+def test_killed_supervisor_takes_its_apps_along_and_is_restarted(serve):
+    server = serve(COUNTER, env={"COUNTER_HTTP_ONLY": "1"})
+    user = User(server.url)
+    page = user.get()
+    supervisor = server.supervisor_pid()
+    os.kill(supervisor, signal.SIGKILL)
+    assert wait_for_exit(supervisor, 10)
+    assert wait_for_exit(int(page.text_of("pid")), 10)  # no orphan app process
+    fresh = user.get()
+    assert server.supervisor_pid() != supervisor
+    assert count_in(user.post(fresh, fresh.click("inc"))) == 1

@@ -41,7 +41,7 @@ def test_asgi_app_under_uvicorn_workers(serve):
 
 def test_asgi_app_under_gunicorn_preload(serve):
     server = serve(
-        GUNICORN + ["-b", "127.0.0.1:{port}", "--preload", "hello_asgi:app"],
+        [*GUNICORN, "-b", "127.0.0.1:{port}", "--preload", "hello_asgi:app"],
         ready_lines=4,
         stop_signal=signal.SIGTERM,  # gunicorn's graceful stop
     )

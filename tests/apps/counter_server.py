@@ -2,9 +2,9 @@
 
 import os
 
+from counter import App
 from starlette.responses import PlainTextResponse
 
-from counter import App
 from htagweb import Runner
 
 env = os.environ.get

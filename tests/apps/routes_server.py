@@ -1,8 +1,8 @@
 """handle() and add_route(): several apps on several routes of one server."""
 
+from counter import App
 from starlette.responses import PlainTextResponse
 
-from counter import App
 from htagweb import Runner
 
 app = Runner()  # nothing at "/"

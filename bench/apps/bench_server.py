@@ -1,0 +1,79 @@
+"""The benchmark server: htagweb serving the counter, and raw Starlette routes beside it.
+
+The raw routes run in the same worker process and answer the same request shapes with
+bodies of the same size, so that each htagweb figure has a baseline measured alike:
+
+    GET  /raw/page   the counter's page, as captured by the bench
+    POST /raw/click  parses the JSON interaction, answers a click's JSON
+    WS   /raw/ws     the same, one text message in, one out
+    GET  /status     the supervisor's view (app and template pids)
+
+The bench writes the captured samples (page.html, answer.json) into the directory
+named by HTAGWEB_BENCH_SAMPLES before its first /raw/ request.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bench_counter import App
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from htagweb import Runner
+
+SAMPLES = Path(os.environ.get("HTAGWEB_BENCH_SAMPLES", "."))
+
+app = Runner(App)
+
+
+@functools.cache
+def page_sample() -> bytes:
+    return (SAMPLES / "page.html").read_bytes()
+
+
+@functools.cache
+def answer_sample() -> dict[str, Any]:
+    answer: dict[str, Any] = json.loads((SAMPLES / "answer.json").read_text())
+    return answer
+
+
+def answer_to(text: str | bytes) -> str:
+    """Parse an interaction like htagweb does, and answer a click of the same size."""
+    payload = json.loads(text)
+    if not isinstance(payload, dict) or "id" not in payload:
+        raise ValueError("not an interaction")
+    return json.dumps(answer_sample())
+
+
+async def raw_page(request: Request) -> Response:
+    return HTMLResponse(page_sample())
+
+
+async def raw_click(request: Request) -> Response:
+    return Response(answer_to(await request.body()), media_type="application/json")
+
+
+async def raw_ws(websocket: WebSocket) -> None:
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_text(answer_to(await websocket.receive_text()))
+    except WebSocketDisconnect:
+        pass
+
+
+async def status(request: Request) -> Response:
+    return JSONResponse(await request.app.gateway.status())
+
+
+app.add_route("/raw/page", raw_page)
+app.add_route("/raw/click", raw_click, methods=["POST"])
+app.router.routes.append(WebSocketRoute("/raw/ws", raw_ws))  # Starlette 1.x: no add_websocket_route
+app.add_route("/status", status)
