@@ -1,6 +1,6 @@
 """A counter: each visitor gets their own, in their own process.
 
-    python examples/counter.py      then open http://localhost:8000
+python examples/counter.py      then open http://localhost:8000
 """
 
 from htag import Tag
