@@ -164,13 +164,17 @@ class Gateway:
         """A fresh instance of the app for this user (creating the process if needed)."""
         path = await self.ensure(ref, session_id)
         try:
-            return await self.call_app(path, message, timeout)
-        except AppGone:  # a dead process the supervisor had not yet heard of
-            path = await self.ensure(ref, session_id, stale=True)
-            return await self.call_app(path, message, timeout)
+            try:
+                return await self.call_app(path, {**message, "socket": path}, timeout)
+            except AppGone:  # a dead process the supervisor had not yet heard of
+                path = await self.ensure(ref, session_id, stale=True)
+                return await self.call_app(path, {**message, "socket": path}, timeout)
         except AppTimeout:
             await self.kill(session_id, ref.fqn)
             raise
+        finally:
+            if self._supervisor is not None:
+                self._supervisor.notify({"op": "loaded", "key": app_key(session_id, ref.fqn)})
 
     async def call_app(
         self, path: str, message: dict[str, Any], timeout: float | None

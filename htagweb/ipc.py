@@ -127,6 +127,11 @@ class RpcClient:
         finally:
             self._pending.pop(rid, None)
 
+    def notify(self, message: dict[str, Any]) -> None:
+        """Send `message` expecting no answer."""
+        if not self.closed:
+            self._writer.write(encode_frame(message))
+
     async def _read_loop(self) -> None:
         try:
             while (message := await read_frame(self._reader)) is not None:

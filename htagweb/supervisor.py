@@ -8,9 +8,16 @@ templates, and removes the runtime directory.
 Workers ask it, over supervisor.sock, with framed JSON (htagweb.ipc):
 
     ensure   {app, key, stale}  a live process for this (session, app) -> {socket, pid}
-    prepare  {app}              start the app's template ahead of its first user
+    loaded   {key}              its page was served (no answer): it may now be evicted
+    prepare  {app}              start the app's template and spares ahead of its first user
     kill     {key}              end that process (an interaction ran past its deadline)
     status   {}                 what runs, for tests and benchmarks
+
+Each app keeps a few spare processes, forked ahead and already serving on a spare
+socket: a new user's process is a spare whose socket is renamed to the user's name,
+so the fork and the process's start-up are off the page load's path. Spares count
+toward the process cap: at the cap, refilling them ends the least recently used
+process ahead of the next user (a small cap, under 16 per spare, keeps no spares).
 
 Signals: SIGTERM, SIGINT and SIGHUP stop it, like its master's end does.
 """
@@ -19,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
 import signal
 import sys
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,16 +46,21 @@ from .runtime import ServerDir, log_to_stderr, process_alive, remove_stale_serve
 logger = logging.getLogger(__name__)
 
 MASTER_POLL_INTERVAL = 1.0  # only where pidfd_open is missing
+LOAD_GRACE = 120.0  # a page load whose worker never said "loaded" is evictable after this
 
 
 @dataclass
 class AppProcessRecord:
-    key: str
+    key: str  # "" for a spare
     pid: int
     fqn: str
     version: int
     socket: Path
     launcher: Launcher
+    loading_since: float | None = None  # a page load is under way: not to be evicted
+
+    def evictable(self) -> bool:
+        return self.loading_since is None or time.monotonic() - self.loading_since > LOAD_GRACE
 
 
 class Supervisor:
@@ -55,6 +69,7 @@ class Supervisor:
         self.master_pid = master_pid
         self.start_method: str = settings.get("start_method", "fork")
         self.max_processes: int = int(settings["max_processes"])
+        self.spares_per_app: int = int(settings.get("spares_per_app", 2))
         self.app_spec = {
             "sys_path": settings["sys_path"],
             "cwd": settings["cwd"],
@@ -63,6 +78,10 @@ class Supervisor:
         self.processes: dict[str, AppProcessRecord] = {}
         self.by_pid: dict[int, AppProcessRecord] = {}
         self.launchers: dict[str, Launcher] = {}
+        self.spares: dict[str, list[AppProcessRecord]] = {}  # by app fqn
+        self._spare_names = itertools.count()
+        self._replenishing: set[str] = set()
+        self._launching = 0
         self.retired: list[Launcher] = []
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._stopping = asyncio.Event()
@@ -135,6 +154,9 @@ class Supervisor:
             writer.close()
 
     async def _answer(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        if message.get("op") == "loaded":  # a notice: nothing to answer
+            self.page_loaded(str(message.get("key")))
+            return
         try:
             reply = await self._dispatch(message)
         except LaunchError as exc:
@@ -155,7 +177,8 @@ class Supervisor:
             )
             return {"socket": str(started.socket), "pid": started.pid}
         if op == "prepare":
-            await self._launcher_for(AppRef.from_json(message["app"]))
+            launcher = await self._launcher_for(AppRef.from_json(message["app"]))
+            self._replenish(launcher)
             return {"ok": True}
         if op == "kill":
             record = self.processes.get(message["key"])
@@ -176,6 +199,7 @@ class Supervisor:
                 {"key": r.key, "pid": r.pid, "fqn": r.fqn} for r in self.processes.values()
             ],
             "templates": [pid for pid in templates if pid],
+            "spares": [r.pid for spares in self.spares.values() for r in spares],
             "max_processes": self.max_processes,
         }
 
@@ -197,14 +221,75 @@ class Supervisor:
             if record is not None:
                 return record
             launcher = await self._launcher_for(ref)
-            self._make_room(for_key=key)
             socket_path = self.server_dir.app_socket(key)
-            pid = await launcher.launch(str(socket_path))
-            record = AppProcessRecord(key, pid, ref.fqn, ref.version, socket_path, launcher)
+            spares = self.spares.get(ref.fqn)
+            if spares:
+                record = spares.pop()
+                os.replace(record.socket, socket_path)  # atomic: it now answers at the user's name
+                record.key, record.socket = key, socket_path
+            else:
+                self._enforce_cap(keep=key, incoming=1)
+                pid = await self._launch(launcher, socket_path)
+                record = AppProcessRecord(key, pid, ref.fqn, ref.version, socket_path, launcher)
+                self.by_pid[pid] = record
+            record.loading_since = time.monotonic()
+            os.utime(socket_path)  # the most recently used from now on
             self.processes[key] = record
-            self.by_pid[pid] = record
-            logger.debug("app process %s started for %s", pid, ref.fqn)
+            self._replenish(launcher)
+            logger.debug("app process %s serves %s", record.pid, ref.fqn)
             return record
+
+    def page_loaded(self, key: str) -> None:
+        """The page is served: the process may be evicted, and a crowd's overshoot trimmed."""
+        record = self.processes.get(key)
+        if record is not None:
+            record.loading_since = None
+            self._enforce_cap(keep=key)
+
+    def _replenish(self, launcher: Launcher) -> None:
+        fqn = launcher.ref.fqn
+        if self.spares_per_app > 0 and fqn not in self._replenishing:
+            self._replenishing.add(fqn)
+            self._spawn_task(self._fill_spares(launcher))
+
+    async def _fill_spares(self, launcher: Launcher) -> None:
+        fqn = launcher.ref.fqn
+        spares = self.spares.setdefault(fqn, [])
+        try:
+            while (
+                len(spares) < self._spare_target()
+                and self.launchers.get(fqn) is launcher
+                and launcher.alive
+                and not self._stopping.is_set()
+            ):
+                if self._live_total() >= self.max_processes and not self._end_lru(keep=""):
+                    break
+                socket_path = self.server_dir.apps / f"spare-{next(self._spare_names)}.sock"
+                pid = await self._launch(launcher, socket_path)
+                record = AppProcessRecord("", pid, fqn, launcher.ref.version, socket_path, launcher)
+                self.by_pid[pid] = record
+                spares.append(record)
+        except LaunchError as exc:
+            logger.warning("cannot fork a spare for %s: %s", fqn, exc)
+        finally:
+            self._replenishing.discard(fqn)
+
+    def _spare_target(self) -> int:
+        return min(self.spares_per_app, self.max_processes // 16)
+
+    def _spare_total(self) -> int:
+        return sum(len(spares) for spares in self.spares.values())
+
+    def _live_total(self) -> int:
+        """Processes that count toward the cap, forks under way included."""
+        return len(self.processes) + self._spare_total() + self._launching
+
+    async def _launch(self, launcher: Launcher, socket_path: Path) -> int:
+        self._launching += 1
+        try:
+            return await launcher.launch(str(socket_path))
+        finally:
+            self._launching -= 1
 
     async def _launcher_for(self, ref: AppRef) -> Launcher:
         async with self._lock(f"app:{ref.fqn}"):
@@ -221,24 +306,33 @@ class Supervisor:
     def _retire(self, launcher: Launcher) -> None:
         """An outdated template serves its running users until the last one ends."""
         del self.launchers[launcher.ref.fqn]
+        for spare in self.spares.pop(launcher.ref.fqn, []):
+            launcher.kill(spare.pid)
         launcher.retired = True
         if launcher.children:
             self.retired.append(launcher)
         else:
             self._spawn_task(launcher.close())
 
-    def _make_room(self, for_key: str) -> None:
-        """Past the cap, end the least recently used processes (never an error page)."""
-        excess = len(self.processes) - self.max_processes + 1
-        if excess <= 0:
-            return
-        candidates = [r for r in self.processes.values() if r.key != for_key]
-        candidates.sort(key=_last_used)
-        for record in candidates[:excess]:
-            logger.info(
-                "process cap %s reached: ending LRU app process %s", self.max_processes, record.pid
-            )
-            self._end(record)
+    def _enforce_cap(self, keep: str, incoming: int = 0) -> None:
+        """Past the cap, end spares, then the least recently used processes (no error page)."""
+        excess = self._live_total() + incoming - self.max_processes
+        for spares in self.spares.values():
+            while excess > 0 and spares:
+                spare = spares.pop()
+                spare.launcher.kill(spare.pid)
+                excess -= 1
+        while excess > 0 and self._end_lru(keep=keep):
+            excess -= 1
+
+    def _end_lru(self, keep: str) -> bool:
+        candidates = [r for r in self.processes.values() if r.key != keep and r.evictable()]
+        if not candidates:
+            return False
+        record = min(candidates, key=_last_used)
+        logger.info("process cap %s reached: ending LRU process %s", self.max_processes, record.pid)
+        self._end(record)
+        return True
 
     def _end(self, record: AppProcessRecord) -> None:
         if self.processes.get(record.key) is record:
@@ -249,7 +343,10 @@ class Supervisor:
         record = self.by_pid.pop(pid, None)
         if record is None:
             return
-        current = self.processes.get(record.key)
+        spares = self.spares.get(record.fqn, [])
+        if record in spares:
+            spares.remove(record)
+        current = self.processes.get(record.key) if record.key else None
         if current is record:
             del self.processes[record.key]
         if current is None or current is record:  # a newer process did not rebind the path

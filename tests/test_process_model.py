@@ -282,3 +282,21 @@ def test_killed_supervisor_takes_its_apps_along_and_is_restarted(serve):
     fresh = user.get()
     assert server.supervisor_pid() != supervisor
     assert count_in(user.post(fresh, fresh.click("inc"))) == 1
+
+
+def test_cap_holds_when_a_crowd_arrives_at_once(serve):
+    server = serve(COUNTER, env={"COUNTER_MAX_PROCESSES": "16"})
+
+    def visit(_: int) -> int:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            response = client.get("/")
+            assert response.status_code == 200  # past the cap: never an error page
+            return int(Page(response.text).text_of("pid"))
+
+    with ThreadPoolExecutor(40) as pool:
+        served = set(pool.map(visit, range(40)))
+    status = httpx.get(server.url + "/status").json()
+    live = {p["pid"] for p in status["processes"]} | set(status["spares"])
+    assert len(live) <= 16
+    for pid in served - live:  # every other process the crowd got has really ended
+        assert wait_for_exit(pid, 10)

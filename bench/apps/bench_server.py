@@ -29,8 +29,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from htagweb import Runner
 
 SAMPLES = Path(os.environ.get("HTAGWEB_BENCH_SAMPLES", "."))
+# A production-like cap: the run creates ~600 users, and past a few hundred live processes
+# this VM makes fresh memory much costlier to touch, which would swamp htagweb's own costs.
+MAX_PROCESSES = int(os.environ.get("HTAGWEB_BENCH_MAX_PROCESSES", "150"))
 
-app = Runner(App)
+app = Runner(App, max_processes=MAX_PROCESSES)
 
 
 @functools.cache
