@@ -300,3 +300,22 @@ def test_cap_holds_when_a_crowd_arrives_at_once(serve):
     assert len(live) <= 16
     for pid in served - live:  # every other process the crowd got has really ended
         assert wait_for_exit(pid, 10)
+
+
+def test_websocket_attaches_to_the_instance_the_page_load_created(serve):
+    server = serve(COUNTER)
+    user = User(server.url)
+    page = user.get()
+    with user.websocket(page) as ws:
+        # The GET's button ids work, and the process created exactly one instance.
+        ws.send(json.dumps(page.click("inits")))
+        assert count_in_actions(json.loads(ws.recv(timeout=10))) == 1
+
+
+def test_runaway_init_is_ended_and_the_next_load_starts_fresh(serve):
+    server = serve(COUNTER, env={"COUNTER_TIMEOUT_INTERACTION": "1"})
+    user = User(server.url)
+    stuck = user.http.get("/?hang")
+    assert stuck.status_code == 504 and "longer than 1s" in stuck.text
+    page = user.get()
+    assert page.text_of("count") == "0"

@@ -6,9 +6,15 @@ import os
 
 from htag import Tag
 
+INITS = 0  # how many instances this process created
+
 
 class App(Tag.div):
     def init(self, *args, **kwargs):
+        global INITS
+        INITS += 1
+        while "hang" in args:  # a runaway init, for the deadline test
+            pass
         self.count = 0
         self.shown = Tag.span(self.count, _class="count")
         self += self.shown
@@ -20,10 +26,14 @@ class App(Tag.div):
         self += Tag.button("boom", _class="boom", _onclick=self.boom)
         self += Tag.button("ticks", _class="ticks", _onclick=self.start_ticks)
         self += Tag.button("stream", _class="stream", _onclick=self.stream)
+        self += Tag.button("inits", _class="inits", _onclick=self.show_inits)
 
     def inc(self, o):
         self.count += 1
         self.shown.clear(self.count)
+
+    def show_inits(self, o):
+        self.shown.clear(INITS)
 
     def loop(self, o):
         while True:
