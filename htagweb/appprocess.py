@@ -30,8 +30,12 @@ from htag import Tag
 from htag.render import HRenderer
 
 from .ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
+from .sessions import SessionStore, open_store
+from .sessions.views import AppSession
 
 logger = logging.getLogger(__name__)
+
+_store: SessionStore | None = None  # opened after the fork: connections never cross one
 
 GENERIC_ERROR = "The app failed on this action; the error was logged on the server."
 TOUCH_INTERVAL = 1.0  # seconds between two updates of the socket's mtime (the LRU clock)
@@ -43,7 +47,7 @@ class AppProcess:
     def __init__(self, tag_class: type[Tag], socket_path: str) -> None:
         self.tag_class = tag_class
         self.socket_path = socket_path
-        self.session: dict[str, Any] = {}
+        self.session: AppSession | None = None
         self.renderer: HRenderer | None = None
         self.instance = ""
         self.debug = False
@@ -110,8 +114,10 @@ class AppProcess:
         self.timeout_inactivity = float(options.get("timeout_inactivity") or 0)
         page = message["page"]
         args, kargs = message.get("init") or ([], {})
+        session = self._session(message["session"])
         async with self._lock:
             self.renderer = None  # the previous instance dies with this page load
+            session.refresh()
             instance = secrets.token_urlsafe(12)
             client = Tag.script(
                 _src=page["client_src"],
@@ -126,7 +132,7 @@ class AppProcess:
                     init=(tuple(args), dict(kargs)),
                     fullerror=self.debug,
                     statics=[client],
-                    session=self.session,
+                    session=session,
                     exit_callback=self._request_exit,
                 )
                 html = str(renderer)
@@ -145,6 +151,8 @@ class AppProcess:
             if message.get("instance") not in (None, self.instance):
                 return {"actions": self._live_page()}
             payload = message["payload"]
+            if self.session is not None:
+                self.session.refresh()  # see what request.session wrote meanwhile
             with self._deadline():
                 actions = await self.renderer.interact(
                     payload.get("id"),
@@ -169,6 +177,15 @@ class AppProcess:
             async with self._lock:
                 return {"actions": self._live_page()}
         return {"ok": True}
+
+    def _session(self, described: dict[str, Any]) -> AppSession:
+        """This process's view of its user's session (one store connection per process)."""
+        if self.session is None or self.session.session_id != described["id"]:
+            global _store
+            if _store is None:
+                _store = open_store(described["store"])
+            self.session = AppSession(_store, described["id"])
+        return self.session
 
     def _live_page(self) -> dict[str, Any]:
         """Actions that replace the browser's page by the live instance's."""

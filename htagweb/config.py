@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .sessions import SessionStore, SQLiteStore
+
 START_METHODS = ("fork", "spawn")
 MEMORY_PER_PROCESS_BUDGET = 16 * 1024 * 1024  # what the default process cap assumes per user
 
@@ -48,6 +50,7 @@ class Config:
     max_processes: int | None = None
     secret_key: str | bytes | None = None
     session_cookie: str = "session"
+    session_store: SessionStore | None = None
     state_dir: Path = field(default_factory=default_state_dir)
 
     def __post_init__(self) -> None:
@@ -68,3 +71,7 @@ class Config:
         elif not isinstance(self.max_processes, int) or self.max_processes < 1:
             raise ValueError(f"max_processes must be an integer >= 1, not {self.max_processes!r}")
         self.state_dir = Path(self.state_dir)
+        if self.session_store is None:
+            self.session_store = SQLiteStore(self.state_dir / "sessions.sqlite")
+        elif not isinstance(self.session_store, SessionStore):
+            raise ValueError(f"session_store must be a SessionStore, not {self.session_store!r}")

@@ -35,11 +35,13 @@ from .appref import FQN_PATTERN, AppRef
 from .config import Config
 from .gateway import AppDied, AppGone, AppProcessError, AppTimeout, Gateway
 from .ipc import FrameError, encode_frame, read_frame
+from .sessions import SessionStore
 from .sessions.cookie import (
     SESSION_SCOPE_KEY,
     SessionCookie,
     SessionMiddleware,
     load_or_create_secret,
+    refresh_session_cookie,
 )
 
 logger = logging.getLogger(__name__)
@@ -107,6 +109,7 @@ class Runner(Starlette):
         max_processes: int | None = None,
         secret_key: str | bytes | None = None,
         session_cookie: str = "session",
+        session_store: SessionStore | None = None,
         ssl: Any = None,
     ) -> None:
         self.config = Config(
@@ -119,7 +122,9 @@ class Runner(Starlette):
             max_processes=max_processes,
             secret_key=secret_key,
             session_cookie=session_cookie,
+            session_store=session_store,
         )
+        self.session_store: SessionStore = self.config.session_store  # type: ignore[assignment]
         # Starlette's `host()` is a method: the address to bind keeps other names.
         self.bind_host = host
         self.bind_port = port
@@ -135,7 +140,9 @@ class Runner(Starlette):
         self._home = self._register(obj) if obj is not None else None
         secret = self.config.secret_key or os.environ.get("HTAGWEB_SECRET_KEY")
         cookie = SessionCookie(
-            secret or load_or_create_secret(self.config.state_dir), name=self.config.session_cookie
+            secret or load_or_create_secret(self.config.state_dir),
+            name=self.config.session_cookie,
+            max_age=int(self.session_store.idle_expiry),
         )
         super().__init__(
             debug=debug,
@@ -144,7 +151,7 @@ class Runner(Starlette):
                 Route("/_/{fqn}", self._interact_http, methods=["POST"]),
                 WebSocketRoute("/_/{fqn}", self._interact_ws),
             ],
-            middleware=[Middleware(SessionMiddleware, cookie=cookie)],
+            middleware=[Middleware(SessionMiddleware, cookie=cookie, store=self.session_store)],
             lifespan=self._lifespan,
         )
         if self._home is not None:
@@ -157,6 +164,9 @@ class Runner(Starlette):
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        purged = await asyncio.to_thread(self.session_store.purge_expired)
+        if purged:
+            logger.info("deleted %s expired sessions", purged)
         await self.gateway.start()
         if self._home is not None:
             try:
@@ -165,6 +175,7 @@ class Runner(Starlette):
                 logger.error("cannot prepare %s: %s", self._home.fqn, exc)
         yield
         await self.gateway.close()
+        self.session_store.close()
 
     def _register(self, obj: Any) -> AppRef:
         if isinstance(obj, AppRef):
@@ -198,6 +209,7 @@ class Runner(Starlette):
             config.timeout_inactivity if timeout_inactivity is None else timeout_inactivity
         )
         root_path = request.scope.get("root_path", "")
+        session_id = request.scope[SESSION_SCOPE_KEY]
         args, kargs = commons.url2ak(str(request.url))
         message = {
             "op": "render",
@@ -207,13 +219,14 @@ class Runner(Starlette):
                 "endpoint": f"{root_path}/_/{ref.fqn}",
                 "mode": "http" if http_only else "ws",
             },
+            "session": {"id": session_id, "store": self.session_store.describe()},
             "options": {
                 "debug": config.debug,
                 "timeout_interaction": interaction_timeout,
                 "timeout_inactivity": inactivity_timeout,
             },
         }
-        session_id = request.scope[SESSION_SCOPE_KEY]
+        refresh_session_cookie(request)  # an active user's cookie does not expire
         try:
             reply = await self.gateway.render(
                 ref, session_id, message, _worker_deadline(interaction_timeout)

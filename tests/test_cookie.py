@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import stat
 
-from htagweb.sessions.cookie import SessionCookie, load_or_create_secret, new_session_id
+from htagweb.sessions.base import new_token as new_session_id
+from htagweb.sessions.cookie import SessionCookie, load_or_create_secret
 
 
 def test_ids_are_random_128_bits():

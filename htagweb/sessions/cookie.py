@@ -1,7 +1,7 @@
-"""The session cookie: a random 128-bit id, signed so that clients cannot choose one.
+"""The session cookie: a random 128-bit token, signed so that clients cannot choose one.
 
-A missing, forged or tampered cookie simply gets a fresh session: never an error, and
-nothing on disk or in a store is ever named after what the client sent.
+A missing, forged, tampered or expired cookie simply gets a fresh session: never an
+error, and nothing on disk or in a store is ever named after what the client sent.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-SESSION_SCOPE_KEY = "htagweb.session_id"
-SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
+from .base import SessionStore, new_session_id, new_token
+from .views import RequestSession
+
+SESSION_SCOPE_KEY = "htagweb.session_id"  # the internal session id (never sent to a browser)
+TOKEN_SCOPE_KEY = "htagweb.session_token"
+COOKIE_SCOPE_KEY = "htagweb.set_cookie"  # set: the response carries a (new) cookie
+TOKEN_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{22}\Z")
 SECRET_FILE = "secret.key"
-
-
-def new_session_id() -> str:
-    return secrets.token_urlsafe(16)  # 128 random bits, 22 characters
 
 
 def load_or_create_secret(state_dir: Path) -> bytes:
@@ -51,17 +52,17 @@ class SessionCookie:
         self.max_age = max_age
 
     def read(self, value: str | None) -> str | None:
-        """The session id in a cookie value, or None if it is absent or not ours."""
+        """The token in a cookie value, or None if it is absent or not ours."""
         if not value:
             return None
         try:
-            session_id = self.signer.unsign(value.encode("latin-1")).decode()
+            token = self.signer.unsign(value.encode("latin-1")).decode()
         except (BadSignature, UnicodeError):
             return None
-        return session_id if SESSION_ID_PATTERN.match(session_id) else None
+        return token if TOKEN_PATTERN.match(token) else None
 
-    def header(self, session_id: str, secure: bool) -> str:
-        value = self.signer.sign(session_id.encode()).decode()
+    def header(self, token: str, secure: bool) -> str:
+        value = self.signer.sign(token.encode()).decode()
         parts = [f"{self.name}={value}", f"Path={self.path}", "HttpOnly", "SameSite=Lax"]
         if self.max_age:
             parts.append(f"Max-Age={self.max_age}")
@@ -70,29 +71,64 @@ class SessionCookie:
         return "; ".join(parts)
 
 
-class SessionMiddleware:
-    """Puts the session id in scope["htagweb.session_id"]; sets the cookie when new."""
+def rotate_session(connection: HTTPConnection) -> None:
+    """Give this request's session a new id, keeping its data (call it right after login).
 
-    def __init__(self, app: ASGIApp, cookie: SessionCookie) -> None:
+    The old cookie stops working; the response carries the new one. The user's
+    running apps are not disturbed.
+    """
+    connection.scope[COOKIE_SCOPE_KEY] = "rotate"
+
+
+def refresh_session_cookie(connection: HTTPConnection) -> None:
+    """Send the cookie again with this response, restarting its Max-Age."""
+    connection.scope.setdefault(COOKIE_SCOPE_KEY, "refresh")
+
+
+class SessionMiddleware:
+    """Resolves the session of each request; request.session is its data.
+
+    scope["htagweb.session_id"] is the session's internal id; changes made through
+    request.session are saved when the response starts.
+    """
+
+    def __init__(self, app: ASGIApp, cookie: SessionCookie, store: SessionStore) -> None:
         self.app = app
         self.cookie = cookie
+        self.store = store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         connection = HTTPConnection(scope)
-        session_id = self.cookie.read(connection.cookies.get(self.cookie.name))
-        is_new = session_id is None
-        scope[SESSION_SCOPE_KEY] = session_id = session_id or new_session_id()
-        if not is_new or scope["type"] != "http":
+        token = self.cookie.read(connection.cookies.get(self.cookie.name))
+        session_id = self.store.resolve(token) if token else None
+        if session_id is None and scope["type"] == "websocket":
+            token, session_id = "", new_session_id()  # cannot set a cookie: store nothing
+        elif session_id is None:
+            token = new_token()
+            session_id = self.store.create(token)
+            scope[COOKIE_SCOPE_KEY] = "new"
+        scope[TOKEN_SCOPE_KEY] = token
+        scope[SESSION_SCOPE_KEY] = session_id
+        session = scope["session"] = RequestSession(self.store, session_id)
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header = self.cookie.header(session_id, secure=scope.get("scheme") == "https")
 
-        async def send_with_cookie(message: Message) -> None:
+        async def send_with_session(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).append("set-cookie", header)
+                session.save()
+                cookie = scope.get(COOKIE_SCOPE_KEY)
+                if cookie:
+                    current = scope[TOKEN_SCOPE_KEY]
+                    if cookie == "rotate":
+                        rotated = new_token()
+                        if self.store.rotate(current, rotated):
+                            scope[TOKEN_SCOPE_KEY] = current = rotated
+                    header = self.cookie.header(current, secure=scope.get("scheme") == "https")
+                    MutableHeaders(scope=message).append("set-cookie", header)
             await send(message)
 
-        await self.app(scope, receive, send_with_cookie)
+        await self.app(scope, receive, send_with_session)

@@ -1,0 +1,126 @@
+"""SessionStore: where session data lives, shared by web workers and app processes.
+
+Two names per session:
+- the token, a random secret carried (signed) in the browser's cookie;
+- the session id, internal, never sent to a browser: data and app processes hang on it.
+Rotating a session gives it a new token and keeps its id, so the user's running apps
+and data are untouched while the old cookie stops working.
+
+Values are JSON, stored one row (or hash field) per key: two writers changing
+different keys never undo each other. Stores know nothing of the web layer.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+DEFAULT_IDLE_EXPIRY = 30 * 24 * 3600.0
+TOUCH_EVERY = 60.0  # seconds: how often reading a session refreshes its idle clock
+
+
+class SessionError(Exception):
+    """Base of the errors a session raises to app code."""
+
+
+class SessionTooLarge(SessionError):
+    """Storing this value would make the session exceed its maximum size."""
+
+
+def encode_value(key: str, value: Any) -> str:
+    """JSON text of `value`, or a TypeError naming the key (raised where the app stored it)."""
+    if not isinstance(key, str):
+        raise TypeError(f"session keys are strings, not {type(key).__name__}")
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"session[{key!r}] = {type(value).__name__} value: sessions hold JSON values "
+            f"(dict, list, str, int, float, bool, None); {exc}"
+        ) from None
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(16)  # 128 random bits
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(16)
+
+
+class SessionStore(ABC):
+    def __init__(
+        self, max_bytes: int = DEFAULT_MAX_BYTES, idle_expiry: float = DEFAULT_IDLE_EXPIRY
+    ) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, not {max_bytes!r}")
+        if idle_expiry <= 0:
+            raise ValueError(f"idle_expiry must be > 0 seconds, not {idle_expiry!r}")
+        self.max_bytes = max_bytes
+        self.idle_expiry = float(idle_expiry)
+
+    # -- tokens --------------------------------------------------------------------
+
+    @abstractmethod
+    def create(self, token: str) -> str:
+        """A new, empty session reached by `token`; returns its id."""
+
+    @abstractmethod
+    def resolve(self, token: str) -> str | None:
+        """The id of the live session `token` reaches, or None (unknown or expired)."""
+
+    @abstractmethod
+    def rotate(self, old_token: str, new_token: str) -> bool:
+        """Make `new_token` reach the session of `old_token`, which stops working."""
+
+    # -- data ----------------------------------------------------------------------
+
+    @abstractmethod
+    def load(self, session_id: str) -> dict[str, str]:
+        """Every key of the session, as stored JSON text."""
+
+    @abstractmethod
+    def write(self, session_id: str, changed: dict[str, str], deleted: set[str]) -> None:
+        """Store the changed keys (JSON text) and drop the deleted ones.
+
+        Raises SessionTooLarge, storing nothing, if the session would exceed max_bytes.
+        """
+
+    @abstractmethod
+    def delete(self, session_id: str) -> None:
+        """Forget the session: its data and every token reaching it."""
+
+    def purge_expired(self) -> int:
+        """Delete sessions idle past idle_expiry; returns how many (stores with TTLs: 0)."""
+        return 0
+
+    def close(self) -> None:  # noqa: B027 (a store without connections has nothing to do)
+        """Release connections (each process opens its own)."""
+
+    # -- helpers -------------------------------------------------------------------
+
+    def check_size(
+        self, current: dict[str, str], changed: dict[str, str], deleted: set[str]
+    ) -> None:
+        sizes = {k: len(k) + len(v.encode()) for k, v in current.items()}
+        for key in deleted:
+            sizes.pop(key, None)
+        for key, text in changed.items():
+            sizes[key] = len(key) + len(text.encode())
+        total = sum(sizes.values())
+        if total > self.max_bytes:
+            raise SessionTooLarge(
+                f"the session would hold {total} bytes, over its maximum of {self.max_bytes}"
+            )
+
+    @staticmethod
+    def now() -> float:
+        return time.time()
+
+    def describe(self) -> dict[str, Any]:
+        """How another process opens this same store (see open_store)."""
+        raise NotImplementedError

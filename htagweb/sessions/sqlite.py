@@ -1,0 +1,147 @@
+"""SQLiteStore: sessions in one SQLite file, shared by every worker and app process of a host.
+
+The default store: nothing to install or run, and it survives restarts. WAL mode lets
+readers and one writer work at once; each process opens its own connection (a
+connection must not cross a fork).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from .base import TOUCH_EVERY, SessionStore, new_session_id
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    token TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS data (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (session_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tokens_by_session ON tokens(session_id);
+CREATE INDEX IF NOT EXISTS sessions_by_seen ON sessions(seen);
+"""
+
+
+class SQLiteStore(SessionStore):
+    def __init__(self, path: str | os.PathLike[str], **options: Any) -> None:
+        super().__init__(**options)
+        self.path = Path(path)
+        self._local = threading.local()
+        self._pid = 0
+
+    def _db(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():  # a fork (gunicorn --preload, a template): reconnect
+            self._local = threading.local()
+            self._pid = os.getpid()
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            connection.executescript(SCHEMA)
+            os.chmod(self.path, 0o600)
+            self._local.connection = connection
+        return connection
+
+    def create(self, token: str) -> str:
+        session_id = new_session_id()
+        db = self._db()
+        with _transaction(db):
+            db.execute("INSERT INTO sessions VALUES (?, ?)", (session_id, self.now()))
+            db.execute("INSERT INTO tokens VALUES (?, ?)", (token, session_id))
+        return session_id
+
+    def resolve(self, token: str) -> str | None:
+        db = self._db()
+        row = db.execute(
+            "SELECT s.id, s.seen FROM tokens t JOIN sessions s ON s.id = t.session_id "
+            "WHERE t.token = ?",
+            (token,),
+        ).fetchone()
+        if row is None:
+            return None
+        session_id, seen = row
+        now = self.now()
+        if now - seen > self.idle_expiry:
+            self.delete(session_id)
+            return None
+        if now - seen > TOUCH_EVERY:
+            db.execute("UPDATE sessions SET seen = ? WHERE id = ?", (now, session_id))
+        return str(session_id)
+
+    def rotate(self, old_token: str, new_token: str) -> bool:
+        db = self._db()
+        cursor = db.execute("UPDATE tokens SET token = ? WHERE token = ?", (new_token, old_token))
+        return cursor.rowcount == 1
+
+    def load(self, session_id: str) -> dict[str, str]:
+        rows = (
+            self._db()
+            .execute("SELECT key, value FROM data WHERE session_id = ?", (session_id,))
+            .fetchall()
+        )
+        return dict(rows)
+
+    def write(self, session_id: str, changed: dict[str, str], deleted: set[str]) -> None:
+        db = self._db()
+        with _transaction(db, immediate=True):
+            self.check_size(self.load(session_id), changed, deleted)
+            db.execute("INSERT OR IGNORE INTO sessions VALUES (?, ?)", (session_id, self.now()))
+            db.executemany(
+                "DELETE FROM data WHERE session_id = ? AND key = ?",
+                [(session_id, key) for key in deleted],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO data VALUES (?, ?, ?)",
+                [(session_id, key, text) for key, text in changed.items()],
+            )
+
+    def delete(self, session_id: str) -> None:
+        self._db().execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def purge_expired(self) -> int:
+        cursor = self._db().execute(
+            "DELETE FROM sessions WHERE seen < ?", (self.now() - self.idle_expiry,)
+        )
+        return cursor.rowcount
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None and self._pid == os.getpid():
+            connection.close()
+        self._local = threading.local()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "sqlite",
+            "path": str(self.path),
+            "max_bytes": self.max_bytes,
+            "idle_expiry": self.idle_expiry,
+        }
+
+
+class _transaction:
+    """BEGIN ... COMMIT (ROLLBACK on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection, immediate: bool = False) -> None:
+        self.db = db
+        self.begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute(self.begin)
+        return self.db
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

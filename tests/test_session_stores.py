@@ -1,0 +1,157 @@
+"""One suite, run against every session store (memory, SQLite file, real redis-server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+import time
+import uuid
+
+import pytest
+
+from htagweb.sessions import MemoryStore, SessionStore, SessionTooLarge, SQLiteStore, open_store
+from htagweb.sessions.base import encode_value, new_token
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def make_store(request, tmp_path):
+    """Build stores of one kind; every call opens another handle on the same data."""
+    kind = request.param
+    made: list[SessionStore] = []
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+
+    def make(**options) -> SessionStore:
+        if kind == "memory":
+            store = made[0] if made else MemoryStore(**options)
+        elif kind == "sqlite":
+            store = SQLiteStore(tmp_path / "sessions.sqlite", **options)
+        else:
+            from htagweb.sessions.redis import RedisStore
+
+            store = RedisStore(request.getfixturevalue("redis_url"), prefix=prefix, **options)
+        made.append(store)
+        return store
+
+    make.kind = kind
+    yield make
+    for store in made:
+        store.close()
+
+
+def test_tokens_reach_their_session_and_nothing_else(make_store):
+    store = make_store()
+    token = new_token()
+    session_id = store.create(token)
+    assert store.resolve(token) == session_id
+    assert store.resolve(new_token()) is None
+    assert store.create(new_token()) != session_id
+
+
+def test_values_round_trip_per_key(make_store):
+    store, other_handle = make_store(), make_store()
+    session_id = store.create(new_token())
+    store.write(session_id, {"a": encode_value("a", {"x": [1, 2]}), "b": '"é"'}, set())
+    assert {k: json.loads(v) for k, v in other_handle.load(session_id).items()} == {
+        "a": {"x": [1, 2]},
+        "b": "é",
+    }
+    store.write(session_id, {}, {"a"})
+    assert other_handle.load(session_id) == {"b": '"é"'}
+
+
+def test_concurrent_writers_of_different_keys_both_survive(make_store):
+    first, second = make_store(), make_store()
+    session_id = first.create(new_token())
+
+    def writer(store, key):
+        for i in range(30):
+            store.write(session_id, {key: str(i)}, set())
+
+    pairs = ((first, "x"), (second, "y"))
+    threads = [threading.Thread(target=writer, args=pair) for pair in pairs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert first.load(session_id) == {"x": "29", "y": "29"}
+
+
+def test_rotation_moves_the_session_and_kills_the_old_token(make_store):
+    store = make_store()
+    old, new = new_token(), new_token()
+    session_id = store.create(old)
+    store.write(session_id, {"user": '"alice"'}, set())
+    assert store.rotate(old, new)
+    assert store.resolve(old) is None
+    assert store.resolve(new) == session_id
+    assert store.load(session_id) == {"user": '"alice"'}
+    assert not store.rotate(old, new_token())  # a dead token rotates nothing
+
+
+def test_maximum_size_is_enforced_and_nothing_is_lost(make_store):
+    store = make_store(max_bytes=100)
+    session_id = store.create(new_token())
+    store.write(session_id, {"small": '"ok"'}, set())
+    with pytest.raises(SessionTooLarge, match="maximum of 100"):
+        store.write(session_id, {"big": json.dumps("x" * 200)}, set())
+    assert store.load(session_id) == {"small": '"ok"'}  # the refused write changed nothing
+
+
+def test_idle_sessions_expire_and_their_data_is_deleted(make_store):
+    store = make_store(idle_expiry=1)
+    token = new_token()
+    session_id = store.create(token)
+    store.write(session_id, {"k": "1"}, set())
+    time.sleep(2.1)  # the expiry itself is a wall-clock duration: nothing to wait on
+    store.purge_expired()
+    assert store.resolve(token) is None
+    assert store.load(session_id) == {}
+
+
+def test_delete_forgets_data_and_tokens(make_store):
+    store = make_store()
+    token = new_token()
+    session_id = store.create(token)
+    store.write(session_id, {"k": "1"}, set())
+    store.delete(session_id)
+    assert store.resolve(token) is None and store.load(session_id) == {}
+
+
+def test_describe_reopens_the_same_store_elsewhere(make_store):
+    store = make_store()
+    session_id = store.create(new_token())
+    store.write(session_id, {"k": "1"}, set())
+    reopened = open_store(store.describe())
+    try:
+        expected = {} if make_store.kind == "memory" else {"k": "1"}  # memory is per process
+        assert reopened.load(session_id) == expected
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize("value", [object(), {1, 2}, b"bytes", float("nan"), {"nested": object()}])
+def test_non_json_values_are_refused_with_the_key_named(value):
+    with pytest.raises(TypeError, match=r"session\['where'\].*JSON values"):
+        encode_value("where", value)
+
+
+def test_sqlite_file_is_private_and_survives_reopening(tmp_path):
+    path = tmp_path / "state" / "sessions.sqlite"
+    store = SQLiteStore(path)
+    token = new_token()
+    session_id = store.create(token)
+    store.write(session_id, {"k": "1"}, set())
+    store.close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    again = SQLiteStore(path)
+    assert again.resolve(token) == session_id and again.load(session_id) == {"k": "1"}
+    again.close()
+
+
+def test_store_options_are_checked():
+    with pytest.raises(ValueError, match="max_bytes"):
+        MemoryStore(max_bytes=0)
+    with pytest.raises(ValueError, match="idle_expiry"):
+        MemoryStore(idle_expiry=0)
