@@ -54,7 +54,8 @@ class AppProcess:
         self.timeout_interaction = 0.0
         self.timeout_inactivity = 0.0
         self._lock = asyncio.Lock()
-        self._subscribers: set[asyncio.StreamWriter] = set()
+        # Connections of WebSocket pages, with the instance each page shows.
+        self._subscribers: dict[asyncio.StreamWriter, str] = {}
         self._done = asyncio.Event()
         self._exit_requested = False
         self._last_activity = time.monotonic()
@@ -79,6 +80,7 @@ class AppProcess:
             while (message := await read_frame(reader)) is not None:
                 reply = await self._dispatch(message, writer)
                 reply["rid"] = message.get("rid")
+                reply["timeout_interaction"] = self.timeout_interaction
                 writer.write(encode_frame(reply))
                 await writer.drain()
                 if self._exit_requested:
@@ -86,7 +88,7 @@ class AppProcess:
         except (FrameError, ConnectionError) as exc:
             logger.debug("connection dropped: %s", exc)
         finally:
-            self._subscribers.discard(writer)
+            self._subscribers.pop(writer, None)
             writer.close()
 
     async def _dispatch(self, message: Any, writer: asyncio.StreamWriter) -> dict[str, Any]:
@@ -148,7 +150,12 @@ class AppProcess:
         async with self._lock:
             if self.renderer is None:
                 return {"reload": True}
-            if message.get("instance") not in (None, self.instance):
+            # HTTP requests name their page's instance; a WebSocket page is known by its
+            # connection. A page showing an older instance gets the live one instead.
+            shown = message["instance"] if "instance" in message else self._subscribers.get(writer)
+            if shown not in (None, self.instance):
+                if writer in self._subscribers:
+                    self._subscribers[writer] = self.instance
                 return {"actions": self._live_page()}
             payload = message["payload"]
             if self.session is not None:
@@ -170,11 +177,12 @@ class AppProcess:
         self, message: dict[str, Any], writer: asyncio.StreamWriter
     ) -> dict[str, Any]:
         self._note_activity()
-        self._subscribers.add(writer)
+        self._subscribers[writer] = str(message.get("instance"))
         if self.renderer is None:
             return {"reload": True}
         if message.get("instance") != self.instance or message.get("refresh"):
             async with self._lock:
+                self._subscribers[writer] = self.instance
                 return {"actions": self._live_page()}
         return {"ok": True}
 
@@ -198,17 +206,21 @@ class AppProcess:
 
     # -- push (tag.update) ---------------------------------------------------------
 
+    def _live_pages(self) -> list[asyncio.StreamWriter]:
+        return [w for w, shown in self._subscribers.items() if shown == self.instance]
+
     async def _push(self, actions: dict[str, Any]) -> bool:
-        if not self._subscribers:
+        pages = self._live_pages()
+        if not pages:
             return False
         frame = encode_frame({"actions": actions})
-        for writer in list(self._subscribers):
+        for writer in pages:
             writer.write(frame)
         return True
 
     def _broadcast(self, actions: dict[str, Any], exclude: asyncio.StreamWriter) -> None:
         """Keep other tabs showing this instance in step (without driving generators)."""
-        others = [w for w in self._subscribers if w is not exclude]
+        others = [w for w in self._live_pages() if w is not exclude]
         shared = {k: v for k, v in actions.items() if k in ("update", "stream", "post")}
         if others and shared:
             frame = encode_frame({"actions": shared})

@@ -44,7 +44,7 @@ class AppTimeout(AppProcessError):
     """The app process did not answer in time; it has been ended."""
 
 
-class SupervisorError(RuntimeError):
+class SupervisorError(AppProcessError):
     """The supervisor could not be started or reached."""
 
 
@@ -55,6 +55,8 @@ class Gateway:
         self._supervisor: RpcClient | None = None
         self._start_lock = asyncio.Lock()
         self._app_clients: OrderedDict[str, RpcClient] = OrderedDict()
+        self._timeouts: dict[str, float] = {}  # each app process's timeout_interaction, as told
+        self._client_pids: dict[str, int] = {}  # the process a pooled connection reaches
 
     # -- supervisor ----------------------------------------------------------------
 
@@ -90,6 +92,8 @@ class Gateway:
                 "cwd": os.getcwd(),
                 "log_level": logging.getLogger("htagweb").getEffectiveLevel(),
             }
+            # The worker may import htagweb and the app through sys.path changes of its own.
+            environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
             try:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -99,6 +103,7 @@ class Gateway:
                     pass_fds=(ready_write,),
                     start_new_session=True,  # terminal signals are for the server, not users' apps
                     stdin=asyncio.subprocess.DEVNULL,
+                    env=environment,
                 )
             finally:
                 os.close(ready_write)
@@ -106,10 +111,15 @@ class Gateway:
                 ready = await asyncio.wait_for(
                     asyncio.to_thread(os.read, ready_read, 16), SUPERVISOR_START_TIMEOUT
                 )
-            finally:
-                os.close(ready_read)
+            except asyncio.TimeoutError:
+                ready = b""
             if ready != b"ready":
-                raise SupervisorError(f"supervisor exited during start (code {process.returncode})")
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+                os.close(ready_read)  # the reading thread, if still blocked, now returns
+                raise SupervisorError(f"the supervisor did not start (code {process.returncode})")
+            os.close(ready_read)
             logger.info("started supervisor %s for master %s", process.pid, master_pid)
             return await RpcClient.connect(str(server_dir.supervisor_socket))
         finally:
@@ -145,15 +155,17 @@ class Gateway:
         return str(self.server_dir.app_socket(app_key(session_id, fqn)))
 
     async def ensure(self, ref: AppRef, session_id: str, stale: bool = False) -> str:
+        """The socket of the user's live process (started if needed)."""
+        key = app_key(session_id, ref.fqn)
         reply = await self.ask_supervisor(
-            {
-                "op": "ensure",
-                "app": ref.to_json(),
-                "key": app_key(session_id, ref.fqn),
-                "stale": stale,
-            }
+            {"op": "ensure", "app": ref.to_json(), "key": key, "stale": stale}
         )
-        return str(reply["socket"])
+        path = str(reply["socket"])
+        if path in self._app_clients and self._client_pids.get(path) != reply["pid"]:
+            # A new process answers at this path: the pooled connection went to the old one.
+            self._app_clients.pop(path).close()
+        self._client_pids[path] = reply["pid"]
+        return path
 
     async def kill(self, session_id: str, fqn: str) -> None:
         await self.ask_supervisor({"op": "kill", "key": app_key(session_id, fqn)})
@@ -189,7 +201,13 @@ class Gateway:
             self._app_clients.pop(path, None)
             client.close()
             raise AppTimeout("the app process did not answer in time") from None
+        if "timeout_interaction" in reply:
+            self._timeouts[path] = float(reply["timeout_interaction"])
         return reply
+
+    def timeout_of(self, path: str, default: float) -> float:
+        """The timeout_interaction the app process at `path` last said it applies."""
+        return self._timeouts.get(path, default)
 
     async def _app_client(self, path: str) -> RpcClient:
         client = self._app_clients.get(path)
@@ -202,9 +220,12 @@ class Gateway:
             self._app_clients.pop(path, None)
             raise AppGone("no app process at this address") from None
         self._app_clients[path] = client
-        while len(self._app_clients) > MAX_POOLED_APP_CONNECTIONS:
-            _, oldest = self._app_clients.popitem(last=False)
-            oldest.close()
+        if len(self._app_clients) > MAX_POOLED_APP_CONNECTIONS:
+            idle = [p for p, c in self._app_clients.items() if not c.busy][:16]
+            for idle_path in idle:  # oldest idle first; a call under way is never cut
+                self._app_clients.pop(idle_path).close()
+                self._timeouts.pop(idle_path, None)
+                self._client_pids.pop(idle_path, None)
         return client
 
     async def close(self) -> None:

@@ -126,6 +126,13 @@ class RpcClient:
             raise ConnectionLost(str(exc)) from None
         finally:
             self._pending.pop(rid, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: a failure already raised another way
+
+    @property
+    def busy(self) -> bool:
+        """A request is waiting for its answer."""
+        return bool(self._pending)
 
     def notify(self, message: dict[str, Any]) -> None:
         """Send `message` expecting no answer."""

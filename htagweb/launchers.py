@@ -100,10 +100,14 @@ class ForkLauncher(Launcher):
         reader, self._writer = await asyncio.open_unix_connection(sock=ours, limit=MAX_FRAME_BYTES)
         try:
             hello = await asyncio.wait_for(read_frame(reader), TEMPLATE_START_TIMEOUT)
-        except (asyncio.TimeoutError, FrameError) as exc:
-            hello = {"error": f"template did not start: {exc!r}"}
+        except asyncio.TimeoutError:
+            hello = {"error": f"importing the app took over {TEMPLATE_START_TIMEOUT:g}s"}
+        except FrameError as exc:
+            hello = {"error": f"template did not start: {exc}"}
         if not hello or hello.get("op") != "ready":
             self._writer.close()
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()  # an import that never returns must not hold the app
             await self._process.wait()
             error = (hello or {}).get("error", "template exited during start")
             raise LaunchError(f"cannot start app {self.ref.fqn}: {error}")
@@ -173,13 +177,29 @@ class SpawnLauncher(Launcher):
 
     async def launch(self, socket_path: str) -> int:
         listener = listen_unix(socket_path)
-        spec = {**self.base_spec, "listen_fd": listener.fileno(), "socket": socket_path}
+        ready_read, ready_write = os.pipe()
+        spec = {
+            **self.base_spec,
+            "listen_fd": listener.fileno(),
+            "ready_fd": ready_write,
+            "socket": socket_path,
+        }
         try:
             process = await _run_python(
-                ["-m", "htagweb.template", "spawn", json.dumps(spec)], (listener.fileno(),)
+                ["-m", "htagweb.template", "spawn", json.dumps(spec)],
+                (listener.fileno(), ready_write),
             )
         finally:
             listener.close()
+            os.close(ready_write)
+        try:  # "ok" once the app imported, else why not (a template reports it the same way)
+            ready = await asyncio.to_thread(_read_all, ready_read)
+        finally:
+            os.close(ready_read)
+        if ready != b"ok":
+            await process.wait()
+            error = ready.decode(errors="replace") or f"exited with code {process.returncode}"
+            raise LaunchError(f"cannot start app {self.ref.fqn}: {error}")
         self._processes[process.pid] = process
         self.children.add(process.pid)
         waiter = asyncio.get_running_loop().create_task(self._wait(process))
@@ -203,6 +223,13 @@ class SpawnLauncher(Launcher):
             self.kill(pid)
         if self._waiters:
             await asyncio.gather(*self._waiters, return_exceptions=True)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def make_launcher(

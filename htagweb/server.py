@@ -12,12 +12,14 @@ session id and a hash (see htagweb.runtime), whichever worker it reaches.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import html
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -50,6 +52,7 @@ CLIENT_JS = resources.files("htagweb").joinpath("static/client.js").read_bytes()
 CLIENT_JS_VERSION = hashlib.sha256(CLIENT_JS).hexdigest()[:12]
 DEADLINE_GRACE = 5.0  # the app process ends itself at its deadline; the worker waits this longer
 WS_CLOSE_APP_GONE = 4404
+MAX_INTERACTION_BYTES = 1024 * 1024
 
 MESSAGE_TIMEOUT = (
     "The app stopped while handling this action (it ran longer than {seconds:g}s, or crashed). "
@@ -63,10 +66,14 @@ class InvalidInteraction(ValueError):
 
 
 def parse_interaction(data: str | bytes) -> dict[str, Any]:
+    if len(data) > MAX_INTERACTION_BYTES:
+        raise InvalidInteraction(f"over {MAX_INTERACTION_BYTES} bytes")
     try:
         payload = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInteraction(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInteraction("nested too deeply") from None
     if not isinstance(payload, dict):
         raise InvalidInteraction("an interaction is a JSON object")
     if not isinstance(payload.get("id"), (int, str)) or isinstance(payload.get("id"), bool):
@@ -211,6 +218,9 @@ class Runner(Starlette):
         root_path = request.scope.get("root_path", "")
         session_id = request.scope[SESSION_SCOPE_KEY]
         args, kargs = commons.url2ak(str(request.url))
+        # htag turns "_name" keyword arguments into HTML attributes of the app's root:
+        # from a URL that would let a link inject attributes (onmouseover=...) into the page.
+        kargs = {k: v for k, v in kargs.items() if not k.startswith("_")}
         message = {
             "op": "render",
             "init": [list(args), kargs],
@@ -260,23 +270,27 @@ class Runner(Starlette):
         if not FQN_PATTERN.match(fqn):
             return PlainTextResponse("unknown app", status_code=404)
         try:
-            payload = parse_interaction(await request.body())
+            payload = parse_interaction(await _read_body(request, MAX_INTERACTION_BYTES))
         except InvalidInteraction as exc:
             return JSONResponse({"err": f"bad interaction: {exc}"}, status_code=400)
         session_id = request.scope[SESSION_SCOPE_KEY]
         await self.gateway.start()
         path = self.gateway.app_socket(session_id, fqn)
         message = {"op": "interact", "instance": request.query_params.get("i"), "payload": payload}
+        timeout = self.gateway.timeout_of(path, self.config.timeout_interaction)
         try:
-            deadline = _worker_deadline(self.config.timeout_interaction)
-            reply = await self.gateway.call_app(path, message, deadline)
+            reply = await self.gateway.call_app(path, message, _worker_deadline(timeout))
         except AppGone:
             return JSONResponse({"reload": True}, status_code=410)
         except (AppTimeout, AppDied) as exc:
             if isinstance(exc, AppTimeout):
-                await self.gateway.kill(session_id, fqn)
-            text = MESSAGE_TIMEOUT.format(seconds=self.config.timeout_interaction)
+                with contextlib.suppress(AppProcessError):
+                    await self.gateway.kill(session_id, fqn)
+            text = MESSAGE_TIMEOUT.format(seconds=timeout)
             return JSONResponse({"err": text}, status_code=504)
+        except AppProcessError as exc:
+            logger.error("interaction with %s failed: %s", fqn, exc)
+            return JSONResponse({"err": MESSAGE_ENDED}, status_code=503)
         if "actions" not in reply:
             return JSONResponse({"reload": True}, status_code=410)
         return Response(json.dumps(reply["actions"]), media_type="application/json")
@@ -333,6 +347,16 @@ class Runner(Starlette):
             uvicorn.run(self, host=host, port=port, **uvicorn_options)
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused as soon as it grows past `limit` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise InvalidInteraction(f"over {limit} bytes")
+    return bytes(body)
+
+
 def _worker_deadline(timeout_interaction: float) -> float | None:
     return timeout_interaction + DEADLINE_GRACE if timeout_interaction > 0 else None
 
@@ -341,7 +365,8 @@ class _SocketBridge:
     """Carries one page's WebSocket to its app process and back.
 
     Interactions go up as framed requests; answers and tag.update() pushes come down
-    as htag actions. When the app process ends, the page is told why.
+    as htag actions. A watchdog ends the process if an answer is overdue (the app's own
+    deadline should have fired first), and the page is told why when the process ends.
     """
 
     def __init__(
@@ -355,58 +380,77 @@ class _SocketBridge:
         self.reader = reader
         self.writer = writer
         self.timeout_interaction = timeout_interaction
-        self.deadline = _worker_deadline(timeout_interaction)
-        self.pending = 0
+        self.sent_at: collections.deque[float] = collections.deque()  # unanswered requests
+        self.sent = asyncio.Event()
         self.timed_out = False
+        self.browser_left = False
 
     async def run(self, instance: str | None) -> None:
         self.writer.write(encode_frame({"op": "attach", "instance": instance, "rid": 0}))
-        down = asyncio.ensure_future(self._downstream())
-        up = asyncio.ensure_future(self._upstream())
-        _done, _ = await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (down, up):
+        tasks = [
+            asyncio.ensure_future(self._downstream()),
+            asyncio.ensure_future(self._upstream()),
+            asyncio.ensure_future(self._watchdog()),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
             task.cancel()
-        for task in (down, up):
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, ConnectionError):
                 await task
+        if self.browser_left:
+            return
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, ConnectionError):
+            if self.sent_at or self.timed_out:
+                text = MESSAGE_TIMEOUT.format(seconds=self.timeout_interaction)
+                await self.websocket.send_text(json.dumps({"err": text}))
+            await self.websocket.close(WS_CLOSE_APP_GONE, "the app ended")
 
     async def _upstream(self) -> None:
         rid = 0
         while True:
-            text = await self.websocket.receive_text()
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                self.browser_left = True
+                return
+            text = message.get("text")
             try:
+                if text is None:
+                    raise InvalidInteraction("interactions are text frames")
                 payload = parse_interaction(text)
             except InvalidInteraction as exc:
                 await self.websocket.send_text(json.dumps({"err": f"bad interaction: {exc}"}))
                 continue
             rid += 1
-            self.pending += 1
+            self.sent_at.append(time.monotonic())
+            self.sent.set()
             self.writer.write(encode_frame({"op": "interact", "payload": payload, "rid": rid}))
             await self.writer.drain()
 
     async def _downstream(self) -> None:
-        try:
-            while True:
-                timeout = self.deadline if self.pending else None
-                try:
-                    message = await asyncio.wait_for(read_frame(self.reader), timeout)
-                except asyncio.TimeoutError:
-                    self.timed_out = True
-                    message = None
-                if message is None:
-                    break
-                if message.get("rid"):
-                    self.pending -= 1
+        with contextlib.suppress(FrameError, ConnectionError):
+            while (message := await read_frame(self.reader)) is not None:
+                if "timeout_interaction" in message:  # the app process's own deadline
+                    self.timeout_interaction = float(message["timeout_interaction"])
+                if message.get("rid") and self.sent_at:
+                    self.sent_at.popleft()
                 if message.get("reload"):
                     await self.websocket.send_text(json.dumps({"reload": True}))
                 elif "actions" in message:
                     await self.websocket.send_text(json.dumps(message["actions"]))
-        except (FrameError, ConnectionError):
-            pass
-        if self.pending or self.timed_out:
-            text = MESSAGE_TIMEOUT.format(seconds=self.timeout_interaction)
-            await self.websocket.send_text(json.dumps({"err": text}))
-        await self.websocket.close(WS_CLOSE_APP_GONE, "the app ended")
+
+    async def _watchdog(self) -> None:
+        while True:
+            deadline = _worker_deadline(self.timeout_interaction)
+            if not self.sent_at or deadline is None:
+                self.sent.clear()
+                await self.sent.wait()
+                continue
+            overdue = time.monotonic() - self.sent_at[0] - deadline
+            if overdue >= 0:
+                self.timed_out = True
+                return
+            await asyncio.sleep(-overdue)
 
 
 AppServer = Runner  # the same class under htagweb 1.0's other name

@@ -82,6 +82,7 @@ class Supervisor:
         self._spare_names = itertools.count()
         self._replenishing: set[str] = set()
         self._launching = 0
+        self._socket_owner: dict[Path, int] = {}  # which process answers at each socket path
         self.retired: list[Launcher] = []
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._stopping = asyncio.Event()
@@ -215,7 +216,9 @@ class Supervisor:
         """The live process of `key`, started (or restarted when stale or outdated)."""
         async with self._lock(key):
             record = self.processes.get(key)
-            if record is not None and (stale or record.version != ref.version):
+            # Versions only move forward: workers that imported the app before a deploy
+            # must not bring the old code back.
+            if record is not None and (stale or record.version < ref.version):
                 self._end(record)
                 record = None
             if record is not None:
@@ -226,14 +229,18 @@ class Supervisor:
             if spares:
                 record = spares.pop()
                 os.replace(record.socket, socket_path)  # atomic: it now answers at the user's name
+                self._socket_owner.pop(record.socket, None)
                 record.key, record.socket = key, socket_path
             else:
                 self._enforce_cap(keep=key, incoming=1)
+                self._socket_owner[socket_path] = 0  # being rebound: an old owner's end keeps it
                 pid = await self._launch(launcher, socket_path)
                 record = AppProcessRecord(key, pid, ref.fqn, ref.version, socket_path, launcher)
                 self.by_pid[pid] = record
+            self._socket_owner[socket_path] = record.pid
             record.loading_since = time.monotonic()
-            os.utime(socket_path)  # the most recently used from now on
+            with contextlib.suppress(OSError):
+                os.utime(socket_path)  # the most recently used from now on
             self.processes[key] = record
             self._replenish(launcher)
             logger.debug("app process %s serves %s", record.pid, ref.fqn)
@@ -254,10 +261,9 @@ class Supervisor:
 
     async def _fill_spares(self, launcher: Launcher) -> None:
         fqn = launcher.ref.fqn
-        spares = self.spares.setdefault(fqn, [])
         try:
             while (
-                len(spares) < self._spare_target()
+                len(self.spares.setdefault(fqn, [])) < self._spare_target()
                 and self.launchers.get(fqn) is launcher
                 and launcher.alive
                 and not self._stopping.is_set()
@@ -268,7 +274,11 @@ class Supervisor:
                 pid = await self._launch(launcher, socket_path)
                 record = AppProcessRecord("", pid, fqn, launcher.ref.version, socket_path, launcher)
                 self.by_pid[pid] = record
-                spares.append(record)
+                self._socket_owner[socket_path] = pid
+                if self.launchers.get(fqn) is not launcher or self._stopping.is_set():
+                    launcher.kill(pid)  # retired while it was forked: not a spare any more
+                    break
+                self.spares.setdefault(fqn, []).append(record)
         except LaunchError as exc:
             logger.warning("cannot fork a spare for %s: %s", fqn, exc)
         finally:
@@ -294,7 +304,7 @@ class Supervisor:
     async def _launcher_for(self, ref: AppRef) -> Launcher:
         async with self._lock(f"app:{ref.fqn}"):
             launcher = self.launchers.get(ref.fqn)
-            if launcher is not None and launcher.alive and launcher.ref.version == ref.version:
+            if launcher is not None and launcher.alive and launcher.ref.version >= ref.version:
                 return launcher
             if launcher is not None:
                 self._retire(launcher)
@@ -346,10 +356,10 @@ class Supervisor:
         spares = self.spares.get(record.fqn, [])
         if record in spares:
             spares.remove(record)
-        current = self.processes.get(record.key) if record.key else None
-        if current is record:
+        if record.key and self.processes.get(record.key) is record:
             del self.processes[record.key]
-        if current is None or current is record:  # a newer process did not rebind the path
+        if self._socket_owner.get(record.socket) == pid:  # no newer process rebound the path
+            del self._socket_owner[record.socket]
             with contextlib.suppress(FileNotFoundError):
                 record.socket.unlink()
         launcher = record.launcher

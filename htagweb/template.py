@@ -167,8 +167,7 @@ def main_template(spec: dict[str, Any]) -> int:
     try:
         tag_class = prepare_interpreter(spec)
     except BaseException as exc:
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        channel.sendall(encode_frame({"op": "failed", "error": detail}))
+        channel.sendall(encode_frame({"op": "failed", "error": _describe(exc)}))
         return 1
     # Objects that exist now are shared with every child: keep the collector from
     # touching (and so copying) their pages.
@@ -181,12 +180,19 @@ def main_template(spec: dict[str, Any]) -> int:
 
 def main_spawned(spec: dict[str, Any]) -> int:
     listener = socket.socket(fileno=spec["listen_fd"])
+    ready_fd = spec["ready_fd"]
     try:
         tag_class = prepare_interpreter(spec)
-    except BaseException:
-        logger.exception("cannot load app %s", spec["app"].get("fqn"))
+    except BaseException as exc:
+        os.write(ready_fd, _describe(exc).encode())
         return 1
+    os.write(ready_fd, b"ok")
+    os.close(ready_fd)
     return appprocess.run(tag_class, listener, spec["socket"])
+
+
+def _describe(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
 if __name__ == "__main__":

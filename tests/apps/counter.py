@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import signal
 
 from htag import Tag
 
@@ -22,6 +23,7 @@ class App(Tag.div):
         self += Tag.span(os.getpid(), _class="pid")
         self += Tag.span(json.dumps([list(args), kwargs]), _class="init")
         self += Tag.button("loop", _class="loop", _onclick=self.loop)
+        self += Tag.button("deaf", _class="deaf", _onclick=self.deaf_loop)
         self += Tag.button("exit", _class="exit", _onclick=self.leave)
         self += Tag.button("boom", _class="boom", _onclick=self.boom)
         self += Tag.button("ticks", _class="ticks", _onclick=self.start_ticks)
@@ -36,6 +38,11 @@ class App(Tag.div):
         self.shown.clear(INITS)
 
     def loop(self, o):
+        while True:
+            pass
+
+    def deaf_loop(self, o):
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)  # defeats the app-side deadline
         while True:
             pass
 

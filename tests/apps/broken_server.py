@@ -1,0 +1,5 @@
+from broken_app import App
+
+from htagweb import Runner
+
+app = Runner(App)
