@@ -1,12 +1,20 @@
 """The htagweb benchmark: a real server, each htagweb figure beside a raw Starlette baseline.
 
-    python bench/run.py            the full run (under a minute on 2 CPUs)
-    python bench/run.py --quick    a smoke run of a few seconds
+    python bench/run.py              the full run (under a minute on 2 CPUs)
+    python bench/run.py --quick      a smoke run of a few seconds
+    python bench/run.py --sessions   only the session stores' section (with --quick too)
 
 One uvicorn worker runs bench/apps/bench_server.py: htagweb's Runner serving a counter,
 and raw Starlette routes that answer the same request shapes, with bodies of the same
 size, from the same process. Both are measured in the same run, interleaved where the
-measure allows. Results go to bench/results/latest.md and bench/results/latest.json.
+measure allows.
+
+Then the session section: one fresh server per session store (memory, SQLite, Redis,
+the last on a throwaway redis-server), all up together, and one user's clicks on each,
+interleaved, to show what the store adds to one interaction.
+
+Results go to bench/results/latest.md and latest.json; --sessions alone writes
+bench/results/sessions.md and sessions.json instead.
 """
 
 from __future__ import annotations
@@ -68,9 +76,13 @@ class Sizes:
     cpu_clicks: int = 1000  # clicks over which server CPU is summed
     idle_users: int = 20  # users whose process memory is read
     warmup: int = 20  # untimed page loads and clicks per path before measuring
+    session_clicks: int = 1000  # timed clicks per store and button in the session section
 
 
-QUICK = Sizes(users=20, crowd=10, rounds=2, clicks=50, cpu_clicks=100, idle_users=5, warmup=5)
+QUICK = Sizes(
+    users=20, crowd=10, rounds=2, clicks=50, cpu_clicks=100, idle_users=5, warmup=5,
+    session_clicks=50,
+)  # fmt: skip
 
 
 # -- the server --------------------------------------------------------------------------
@@ -94,14 +106,72 @@ def wait_for_exit(pid: int, timeout: float) -> None:
         os.close(fd)
 
 
-class Server:
+class Child:
+    """A child process in its own session, ready once a line of its output says so."""
+
+    name = ""
+    ready_text = ""
+
+    def __init__(self) -> None:
+        self.output: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+        self._started = False
+        self._ready = threading.Event()
+
+    def launch(self, command: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+        """Start `command`; return once it is ready, or raise with its output."""
+        self.process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # the bench's Ctrl-C reaches it through end()
+        )
+        threading.Thread(target=self._read_output, daemon=True).start()
+        self._ready.wait(STARTUP_TIMEOUT)
+        if not self._started:
+            raise RuntimeError(f"{self.name} did not start:\n" + "".join(self.output))
+
+    def _read_output(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            if self.ready_text in line:
+                self._started = True
+                self._ready.set()
+        self._ready.set()  # the process ended: let launch() say so
+
+    def end(self, sig: signal.Signals) -> bool:
+        """Send `sig` and wait for the exit; past STOP_TIMEOUT, kill. True if it was killed."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return True
+        return False
+
+
+class Server(Child):
     """One uvicorn worker serving bench_server:app, with its own runtime and state dir.
 
     Every process of the server's tree (worker, supervisor, templates, app processes)
-    inherits HTAGWEB_RUNTIME_DIR=<that dir>: that is how they are found.
+    inherits HTAGWEB_RUNTIME_DIR=<that dir>: that is how they are found. `env` adds
+    variables, such as HTAGWEB_BENCH_STORE.
     """
 
-    def __init__(self) -> None:
+    name = "the server"
+    ready_text = "Application startup complete"
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.env = env or {}
         self.scratch = Path(tempfile.mkdtemp(prefix="htb", dir="/tmp"))  # short: socket paths
         self.samples = self.scratch / "samples"
         self.samples.mkdir()
@@ -112,10 +182,6 @@ class Server:
             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
         ]  # fmt: skip
         self.marker = f"HTAGWEB_RUNTIME_DIR={self.scratch}".encode()
-        self.output: list[str] = []
-        self.process: subprocess.Popen[str] | None = None
-        self._started = False
-        self._ready = threading.Event()
 
     def start(self) -> None:
         paths = [str(REPO_DIR), str(APPS_DIR), os.environ.get("PYTHONPATH", "")]
@@ -126,30 +192,9 @@ class Server:
             "HTAGWEB_RUNTIME_DIR": str(self.scratch),
             "HTAGWEB_STATE_DIR": str(self.scratch),
             "HTAGWEB_BENCH_SAMPLES": str(self.samples),
+            **self.env,
         }
-        self.process = subprocess.Popen(
-            self.command,
-            cwd=APPS_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # the bench's Ctrl-C reaches the server through stop()
-        )
-        threading.Thread(target=self._read_output, daemon=True).start()
-        self._ready.wait(STARTUP_TIMEOUT)
-        if not self._started:
-            raise RuntimeError("the server did not start:\n" + "".join(self.output))
-
-    def _read_output(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            if "Application startup complete" in line:
-                self._started = True
-                self._ready.set()
-        self._ready.set()  # the server ended: let start() say so
+        self.launch(self.command, env, cwd=APPS_DIR)
 
     def pids(self) -> list[int]:
         """Every live process of the server's tree."""
@@ -167,13 +212,7 @@ class Server:
 
     def stop(self) -> list[int]:
         """SIGINT, wait for the whole tree, delete the dir; returns pids that had to be killed."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.end(signal.SIGINT)
         deadline = time.monotonic() + STOP_TIMEOUT
         for pid in self.pids():
             wait_for_exit(pid, max(0.0, deadline - time.monotonic()))
@@ -183,6 +222,67 @@ class Server:
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.scratch, ignore_errors=True)
         return leftovers
+
+
+class RedisServer(Child):
+    """A throwaway redis-server: a free port, no persistence, its own dir."""
+
+    name = executable = "redis-server"
+    ready_text = "Ready to accept connections"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="htbredis", dir="/tmp"))
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._stats: Any = None  # the bench's own connection, for INFO and CONFIG RESETSTAT
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        command = [
+            self.executable, "--save", "", "--appendonly", "no",
+            "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+        ]  # fmt: skip
+        self.launch(command, dict(os.environ), cwd=self.dir)
+
+    def stop(self) -> bool:
+        """SIGTERM (nothing to save), wait, delete the dir; True if it had to be killed."""
+        if self._stats is not None:
+            self._stats.close()
+        killed = self.end(signal.SIGTERM)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return killed
+
+    def stats(self) -> Any:
+        if self._stats is None:
+            import redis  # the "redis" extra: see missing()
+
+            self._stats = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+        return self._stats
+
+    def reset_stats(self) -> None:
+        self.stats().config_resetstat()
+
+    def command_calls(self) -> dict[str, int]:
+        """Calls of each command since reset_stats(), but the bench's own."""
+        stats = self.stats().info("commandstats")
+        calls = {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
+        return {name: n for name, n in calls.items() if name not in ("info", "config|resetstat")}
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """Why Redis cannot be measured here, or None."""
+        if shutil.which(cls.executable) is None:
+            return f"{cls.executable} is not installed"
+        try:
+            metadata.version("redis")
+        except metadata.PackageNotFoundError:
+            return "the redis package (htagweb[redis]) is not installed"
+        return None
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, tuple[float, float]]:
@@ -229,9 +329,10 @@ class CpuWatch:
         self.start = machine_cpu()
         self.own = sum(os.times()[:2])
 
-    def others(self, server: Server) -> dict[str, float]:
+    def others(self, pids: list[int]) -> dict[str, float]:
+        """Split of the CPU since the start; `pids` are the measured servers' processes."""
         busy, total = machine_cpu()
-        tree = sum(exact for _, exact in cpu_seconds(server.pids()).values())
+        tree = sum(exact for _, exact in cpu_seconds(pids).values())
         own = sum(os.times()[:2]) - self.own
         available = total - self.start[1]
         others = max(0.0, busy - self.start[0] - tree - own)
@@ -264,26 +365,33 @@ def find(pattern: str, text: str) -> str:
     return match.group(1)
 
 
+def button_click(text: str, name: str) -> str:
+    """The JSON the browser's client sends for a click on the button of class `name`."""
+    onclick = unescape(find(rf'<button[^>]*class="{name}"[^>]*onclick="([^"]*)"', text))
+    payload = json.loads(find(r"interact\( (\{.*?\}) \);", onclick).replace("jevent(event)", "{}"))
+    return json.dumps(payload)
+
+
 @dataclass
 class Page:
-    """A counter page as served: where its interactions go, and its "+" button's."""
+    """A counter page as served: where its interactions go, and its buttons' clicks."""
 
     endpoint: str
     instance: str
-    click: str  # the JSON the browser's client sends for a click on "+"
+    click: str  # a click on "+"
+    save_click: str  # a click on the "+" that also writes the session
     pid: int  # the user's app process
+    saved: int  # the count the session held when the page was made
 
     @classmethod
     def parse(cls, text: str) -> Page:
-        onclick = unescape(find(r'<button[^>]*class="inc"[^>]*onclick="([^"]*)"', text))
-        payload = json.loads(
-            find(r"interact\( (\{.*?\}) \);", onclick).replace("jevent(event)", "{}")
-        )
         return cls(
             endpoint=find(r'data-endpoint="([^"]*)"', text),
             instance=find(r'data-instance="([^"]*)"', text),
-            click=json.dumps(payload),
+            click=button_click(text, "inc"),
+            save_click=button_click(text, "save"),
             pid=int(find(r'class="pid"[^>]*>(\d+)<', text)),
+            saved=int(find(r'class="saved"[^>]*>(\d+)<', text)),
         )
 
 
@@ -370,9 +478,10 @@ class User:
         cookie = "; ".join(f"{k}={v}" for k, v in self.http.cookies.items())
         return ws_connect("ws" + self.url[4:] + path, additional_headers={"Cookie": cookie})
 
-    def http_sender(self, connection: KeepAlive, raw: bool) -> Send:
+    def http_sender(self, connection: KeepAlive, raw: bool, save: bool = False) -> Send:
+        """Clicks on "+" (on the one that also writes the session if `save`)."""
         assert self.page is not None
-        click = self.page.click.encode()
+        click = (self.page.save_click if save else self.page.click).encode()
         if raw:
             return lambda: connection.post("/raw/click", click)
         path = self.interaction_path
@@ -456,6 +565,16 @@ async def server_cpu(
     wall = time.perf_counter() - start
     after = cpu_seconds(server.pids())
     roles = await server_roles(server, status)  # after the reading: its own CPU is not counted
+    return {**cpu_spent(before, after, roles, n), "per_second": n / wall}
+
+
+def cpu_spent(
+    before: dict[int, tuple[float, float]],
+    after: dict[int, tuple[float, float]],
+    roles: dict[int, str],
+    n: int,
+) -> dict[str, Any]:
+    """CPU ms per action between two cpu_seconds() readings, in all and by role."""
     stat = exact = 0.0
     by_role: dict[str, float] = {}
     for pid, (stat_after, exact_after) in after.items():
@@ -469,7 +588,6 @@ async def server_cpu(
         "ms_exact": exact * 1000 / n,
         "by_role_ms_exact": {role: t * 1000 / n for role, t in sorted(by_role.items())},
         "processes": len(after),
-        "per_second": n / wall,
     }
 
 
@@ -644,8 +762,142 @@ async def measure(
         part_rows, part_details = await part
         rows += part_rows
         details.update(part_details)
-    details["machine_cpu"] = watch.others(server)
+    details["machine_cpu"] = watch.others(server.pids())
     return rows, details
+
+
+# -- the session section -----------------------------------------------------------------
+
+STORES = ("memory", "sqlite", "redis")  # memory first: the baseline
+CLICKS = {"read": False, "read + write": True}  # kind of click -> on the button that saves
+
+
+@dataclass
+class StoreCost:
+    """One store's figures for one kind of click; `added_*` are against the memory store."""
+
+    store: str
+    click: str
+    median_us: float
+    p90_us: float
+    cpu_us: float  # server CPU per click, every process of the store's server (schedstat)
+    cpu_by_role_us: dict[str, float]
+    redis_calls: dict[str, float] | None = None  # commands per click, for the Redis store
+    added_median_us: float | None = None
+    added_p90_us: float | None = None
+    added_cpu_us: float | None = None
+
+
+async def store_clicks(
+    servers: dict[str, Server], redis: RedisServer | None, sizes: Sizes
+) -> list[StoreCost]:
+    """One user per server, clicking each button in turn, interleaved across the servers."""
+    kinds = list(servers)
+    users = {kind: User(servers[kind].url) for kind in kinds}
+
+    def pids(kind: str) -> list[int]:
+        extra = [redis.pid] if kind == "redis" and redis is not None else []
+        return servers[kind].pids() + extra
+
+    costs = []
+    try:
+        for user in users.values():
+            await user.load()
+        async with contextlib.AsyncExitStack() as stack:
+            connections = [
+                await stack.enter_async_context(users[kind].keep_alive()) for kind in kinds
+            ]
+            for click, save in CLICKS.items():
+                senders = [
+                    users[kind].http_sender(connection, raw=False, save=save)
+                    for kind, connection in zip(kinds, connections, strict=True)
+                ]
+                await alternate(senders, sizes.warmup)
+                if redis is not None:
+                    redis.reset_stats()
+                before = {kind: cpu_seconds(pids(kind)) for kind in kinds}
+                times = await alternate(senders, sizes.session_clicks)
+                after = {kind: cpu_seconds(pids(kind)) for kind in kinds}
+                calls = redis.command_calls() if redis is not None else {}
+                for kind, spent in zip(kinds, times, strict=True):
+                    roles = await server_roles(servers[kind], users[kind].http)
+                    if kind == "redis" and redis is not None:
+                        roles[redis.pid] = "redis-server"
+                    cpu = cpu_spent(before[kind], after[kind], roles, sizes.session_clicks)
+                    costs.append(
+                        StoreCost(
+                            store=kind,
+                            click=click,
+                            median_us=median(spent) * 1e6,
+                            p90_us=p90(spent) * 1e6,
+                            cpu_us=cpu["ms_exact"] * 1e3,
+                            cpu_by_role_us={
+                                r: ms * 1e3 for r, ms in cpu["by_role_ms_exact"].items()
+                            },
+                            redis_calls={
+                                c: n / sizes.session_clicks for c, n in sorted(calls.items())
+                            }
+                            if kind == "redis"
+                            else None,
+                        )
+                    )
+        for kind, user in users.items():  # the last click saved the count: a new page shows it
+            clicks = user.count
+            page = await user.load()
+            if page.saved != clicks:
+                raise RuntimeError(f"{kind} store: a new page shows {page.saved}, not {clicks}")
+    finally:
+        for user in users.values():
+            await user.http.aclose()
+    baseline = {cost.click: cost for cost in costs if cost.store == "memory"}
+    for cost in costs:
+        base = baseline[cost.click]
+        if cost is not base:
+            cost.added_median_us = cost.median_us - base.median_us
+            cost.added_p90_us = cost.p90_us - base.p90_us
+            cost.added_cpu_us = cost.cpu_us - base.cpu_us
+    return costs
+
+
+def run_sessions(sizes: Sizes) -> tuple[dict[str, Any], list[int]]:
+    """The session section on its own servers; returns its details and the pids killed."""
+    redis_missing = RedisServer.missing()
+    kinds = [kind for kind in STORES if kind != "redis" or redis_missing is None]
+    redis = RedisServer() if "redis" in kinds else None
+    servers: dict[str, Server] = {}
+    killed: list[int] = []
+    watch = CpuWatch()
+    try:
+        if redis is not None:
+            redis.start()
+        for kind in kinds:
+            env = {"HTAGWEB_BENCH_STORE": kind}
+            if redis is not None and kind == "redis":
+                env["HTAGWEB_BENCH_REDIS_URL"] = redis.url
+            servers[kind] = Server(env)
+            servers[kind].start()
+        costs = asyncio.run(store_clicks(servers, redis, sizes))
+        measured = [pid for server in servers.values() for pid in server.pids()]
+        machine = watch.others(measured + ([redis.pid] if redis is not None else []))
+    except Exception:
+        for kind, child in [*servers.items(), *([("redis-server", redis)] if redis else [])]:
+            print(f"-- {kind}:\n" + "".join(child.output[-30:]), file=sys.stderr)
+        raise
+    finally:
+        for server in servers.values():
+            killed += server.stop()
+        if redis is not None and redis.stop():
+            killed.append(redis.pid)
+    section = {
+        "stores": kinds,
+        "clicks": sizes.session_clicks,
+        "redis_skipped": redis_missing,
+        "server_command": shlex.join(["python", *next(iter(servers.values())).command[1:]]),
+        "costs": [asdict(cost) for cost in costs],
+        "machine_cpu": machine,
+        "leftover_processes": len(killed),
+    }
+    return section, killed
 
 
 # -- report ------------------------------------------------------------------------------
@@ -677,7 +929,7 @@ def git(*args: str) -> str:
     return done.stdout.strip()
 
 
-def environment(server: Server, sizes: Sizes) -> dict[str, Any]:
+def environment(server_command: str, sizes: Sizes) -> dict[str, Any]:
     versions: dict[str, str | None] = {}
     for package in ("htag", "starlette", "uvicorn", "httpx", "websockets", "uvloop", "httptools"):
         try:
@@ -693,7 +945,7 @@ def environment(server: Server, sizes: Sizes) -> dict[str, Any]:
         "versions": versions,
         "cpu_count": os.cpu_count(),
         "command": shlex.join(["python", *sys.argv]),
-        "server_command": shlex.join(["python", *server.command[1:]]),
+        "server_command": server_command,
         "sizes": asdict(sizes),
     }
 
@@ -745,6 +997,10 @@ def markdown(info: dict[str, Any], rows: list[Row], details: dict[str, Any]) -> 
         + (" — **the machine was busy: figures are pessimistic**" if busy else "")
         + ".",
     ]
+    return "\n".join([header(info), "", table(rows), "", *notes, ""])
+
+
+def header(info: dict[str, Any]) -> str:
     dirty = " + uncommitted changes outside bench/" if info["uncommitted_changes"] else ""
     return "\n".join(
         [
@@ -755,20 +1011,69 @@ def markdown(info: dict[str, Any], rows: list[Row], details: dict[str, Any]) -> 
             "shared by the bench client and the server",
             f"- command: `{info['command']}`",
             f"- server: `{info['server_command']}` (one worker), app `bench/apps/bench_counter.py`",
-            "",
-            table(rows),
-            "",
-            *notes,
-            "",
         ]
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
-    sizes = QUICK if parser.parse_args().quick else Sizes()
+def us(value: float | None) -> str:
+    return "—" if value is None else f"{value:+,.0f}" if value else "0"
 
+
+def session_markdown(section: dict[str, Any]) -> str:
+    costs = [StoreCost(**cost) for cost in section["costs"]]
+    n = section["clicks"]
+    lines = [
+        "## Session cost added to one interaction",
+        "",
+        f"One fresh server per session store (HTAGWEB_BENCH_STORE), all up together; one user "
+        f"per server clicks {n:,} times over HTTP keep-alive on each button, the servers taking "
+        'turns click by click so that drift hits every store alike. *read*: the "+" button; '
+        "the app process re-reads the session before each interaction. *read + write*: a "
+        '"+" that also sets `tag.state["n"]`, written through to the store at once. '
+        "*memory* is the baseline: MemoryStore, each process keeping its own sessions (no "
+        "shared store). *added*: minus the memory store's figure for the same click.",
+        "",
+        "| store | click | median (µs) | p90 (µs) | added: median (µs) | added: p90 (µs) "
+        "| server CPU (µs) | added CPU (µs) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for cost in costs:
+        lines.append(
+            f"| {cost.store} | {cost.click} | {cost.median_us:,.0f} | {cost.p90_us:,.0f} "
+            f"| {us(cost.added_median_us)} | {us(cost.added_p90_us)} | {cost.cpu_us:,.0f} "
+            f"| {us(cost.added_cpu_us)} |"
+        )
+    lines.append("")
+    for cost in costs:
+        roles = ", ".join(f"{role} {t:,.0f}" for role, t in cost.cpu_by_role_us.items() if t >= 0.5)
+        lines.append(f"- Server CPU per click, {cost.store}, {cost.click} (µs): {roles}.")
+    for cost in costs:
+        if cost.redis_calls is not None:
+            calls = ", ".join(f"{name} {k:.2f}" for name, k in cost.redis_calls.items())
+            lines.append(f"- Redis commands per click, {cost.click}: {calls}.")
+    if section["redis_skipped"]:
+        lines.append(f"- Redis not measured: {section['redis_skipped']}.")
+    machine = section["machine_cpu"]
+    busy = machine["others_share"] > BUSY_SHARE
+    lines += [
+        "- CPU time is summed over every process of each store's server (worker, supervisor, "
+        "template, app processes), and the redis-server for Redis; the redis-server runs "
+        "without persistence, on this machine.",
+        f"- Servers: `{section['server_command']}` with HTAGWEB_BENCH_STORE="
+        f"{'|'.join(section['stores'])}; processes left after they stopped: "
+        f"{section['leftover_processes']}.",
+        f"- CPU during the section: servers {machine['server_s']:.1f} s, bench client "
+        f"{machine['bench_client_s']:.1f} s, other processes of the machine "
+        f"{machine['others_s']:.1f} s of {machine['available_s']:.1f} s available"
+        + (" — **the machine was busy: figures are pessimistic**" if busy else "")
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_main(sizes: Sizes) -> tuple[dict[str, Any], list[Row], dict[str, Any], list[int]]:
+    """The main section: environment, rows, details, and the pids that had to be killed."""
     server = Server()
     watch = CpuWatch()
     try:
@@ -778,22 +1083,46 @@ def main() -> None:
         print("".join(server.output[-50:]), file=sys.stderr)  # the server's side of it
         raise
     finally:
-        leftovers = server.stop()
-    details["leftover_processes"] = len(leftovers)
-    info = environment(server, sizes)
+        killed = server.stop()
+    details["leftover_processes"] = len(killed)
+    info = environment(shlex.join(["python", *server.command[1:]]), sizes)
+    return info, rows, details, killed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    parser.add_argument(
+        "--sessions", action="store_true", help="only the session section (to sessions.md)"
+    )
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else Sizes()
+
+    if args.sessions:
+        sessions, killed = run_sessions(sizes)
+        info = environment(sessions["server_command"], sizes)
+        report = "\n".join([header(info), "", session_markdown(sessions)])
+        results: dict[str, Any] = {**info, "sessions": sessions}
+        name = "sessions"
+    else:
+        info, rows, details, killed = run_main(sizes)
+        sessions, session_killed = run_sessions(sizes)
+        killed += session_killed
+        report = "\n".join([markdown(info, rows, details), session_markdown(sessions)])
+        results = {
+            **info,
+            "rows": [{**asdict(row), "ratio": row.ratio, "met": row.met} for row in rows],
+            "details": details,
+            "sessions": sessions,
+        }
+        name = "latest"
 
     RESULTS_DIR.mkdir(exist_ok=True)
-    report = markdown(info, rows, details)
-    (RESULTS_DIR / "latest.md").write_text(report)
-    results = {
-        **info,
-        "rows": [{**asdict(row), "ratio": row.ratio, "met": row.met} for row in rows],
-        "details": details,
-    }
-    (RESULTS_DIR / "latest.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    (RESULTS_DIR / f"{name}.md").write_text(report)
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     print(report)
-    if leftovers:
-        sys.exit(f"{len(leftovers)} server processes were left and had to be killed")
+    if killed:
+        sys.exit(f"{len(killed)} server processes were left and had to be killed")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "2.0.0.dev0"
-__all__ = ["AppServer", "Runner", "WebServer", "WebServerWS"]
+__all__ = ["AppServer", "Runner", "WebServer", "WebServerWS", "rotate_session"]
 
 if TYPE_CHECKING:
     from .server import AppServer, Runner, WebServer, WebServerWS
+    from .sessions.cookie import rotate_session
 
 
 def __getattr__(name: str) -> Any:
@@ -23,6 +24,10 @@ def __getattr__(name: str) -> Any:
 
         if inert.active:
             return inert.InertServer
+        if name == "rotate_session":
+            from .sessions.cookie import rotate_session
+
+            return rotate_session
         from . import server
 
         return getattr(server, name)

@@ -116,6 +116,7 @@ class Runner(Starlette):
         max_processes: int | None = None,
         secret_key: str | bytes | None = None,
         session_cookie: str = "session",
+        session_cookie_path: str = "/",
         session_store: SessionStore | None = None,
         ssl: Any = None,
     ) -> None:
@@ -149,6 +150,7 @@ class Runner(Starlette):
         cookie = SessionCookie(
             secret or load_or_create_secret(self.config.state_dir),
             name=self.config.session_cookie,
+            path=session_cookie_path,
             max_age=int(self.session_store.idle_expiry),
         )
         super().__init__(
@@ -171,9 +173,7 @@ class Runner(Starlette):
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        purged = await asyncio.to_thread(self.session_store.purge_expired)
-        if purged:
-            logger.info("deleted %s expired sessions", purged)
+        purging = asyncio.ensure_future(self._purge_sessions())
         await self.gateway.start()
         if self._home is not None:
             try:
@@ -181,8 +181,22 @@ class Runner(Starlette):
             except AppProcessError as exc:
                 logger.error("cannot prepare %s: %s", self._home.fqn, exc)
         yield
+        purging.cancel()
         await self.gateway.close()
         self.session_store.close()
+
+    async def _purge_sessions(self) -> None:
+        """Delete sessions idle past their expiry (stores without TTLs need this)."""
+        interval = max(0.5, min(self.session_store.idle_expiry / 2, 600.0))
+        while True:
+            try:
+                purged = await asyncio.to_thread(self.session_store.purge_expired)
+            except Exception:
+                logger.exception("purging expired sessions failed")
+            else:
+                if purged:
+                    logger.info("deleted %s expired sessions", purged)
+            await asyncio.sleep(interval)
 
     def _register(self, obj: Any) -> AppRef:
         if isinstance(obj, AppRef):

@@ -20,6 +20,16 @@ def start_method(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def serve(start_method: str) -> Iterator[Callable[..., ServerProcess]]:
     """Start real servers (fork or spawn path); each is stopped and checked for leaks."""
+    yield from _servers(start_method)
+
+
+@pytest.fixture
+def serve_forked() -> Iterator[Callable[..., ServerProcess]]:
+    """Like `serve`, on the fork path only (for tests that are not about processes)."""
+    yield from _servers("fork")
+
+
+def _servers(start_method: str) -> Iterator[Callable[..., ServerProcess]]:
     servers: list[ServerProcess] = []
 
     def start(command: list[str], env: dict[str, str] | None = None, **kwargs) -> ServerProcess:

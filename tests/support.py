@@ -121,7 +121,7 @@ class ServerProcess:
             start_new_session=True,
         )
         threading.Thread(target=self._read_output, daemon=True).start()
-        if not self._ready.wait(STARTUP_TIMEOUT):
+        if not self._ready.wait(STARTUP_TIMEOUT) or self.process.poll() is not None:
             self.stop()
             raise AssertionError("server did not start:\n" + self.log)
         return self

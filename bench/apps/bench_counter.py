@@ -1,4 +1,4 @@
-"""The benchmarked htag app: a counter with a "+" button."""
+"""The benchmarked htag app: a counter with a "+" button, and one that also saves it."""
 
 from __future__ import annotations
 
@@ -14,8 +14,15 @@ class App(Tag.div):
         self.shown = Tag.span(self.count, _class="count")
         self += self.shown
         self += Tag.button("+", _class="inc", _onclick=self.inc)
+        self += Tag.button("+", _class="save", _onclick=self.save)
         self += Tag.span(os.getpid(), _class="pid")  # lets the bench find this user's process
+        self += Tag.span(self.state.get("n", 0), _class="saved")  # the count last saved
 
     def inc(self, o: Any) -> None:
         self.count += 1
         self.shown.clear(self.count)
+
+    def save(self, o: Any) -> None:
+        """Like "+", and writes the new count into the session (a store write per click)."""
+        self.state["n"] = self.count + 1
+        self.inc(o)

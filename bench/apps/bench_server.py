@@ -10,6 +10,11 @@ bodies of the same size, so that each htagweb figure has a baseline measured ali
 
 The bench writes the captured samples (page.html, answer.json) into the directory
 named by HTAGWEB_BENCH_SAMPLES before its first /raw/ request.
+
+HTAGWEB_BENCH_STORE picks the session store:
+    sqlite  (when unset) the Runner's default: a SQLite file in HTAGWEB_STATE_DIR
+    memory  MemoryStore: each process keeps its own, so nothing is shared (the baseline)
+    redis   RedisStore at HTAGWEB_BENCH_REDIS_URL
 """
 
 from __future__ import annotations
@@ -27,13 +32,29 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from htagweb import Runner
+from htagweb.sessions import MemoryStore, SessionStore
 
 SAMPLES = Path(os.environ.get("HTAGWEB_BENCH_SAMPLES", "."))
 # A production-like cap: the run creates ~600 users, and past a few hundred live processes
 # this VM makes fresh memory much costlier to touch, which would swamp htagweb's own costs.
 MAX_PROCESSES = int(os.environ.get("HTAGWEB_BENCH_MAX_PROCESSES", "150"))
 
-app = Runner(App, max_processes=MAX_PROCESSES)
+
+def session_store() -> SessionStore | None:
+    """The store HTAGWEB_BENCH_STORE names; None leaves the Runner's default (SQLite)."""
+    kind = os.environ.get("HTAGWEB_BENCH_STORE", "sqlite")
+    if kind == "sqlite":
+        return None
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "redis":
+        from htagweb.sessions.redis import RedisStore  # redis is an optional extra
+
+        return RedisStore(os.environ.get("HTAGWEB_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    raise ValueError(f"HTAGWEB_BENCH_STORE={kind!r}: expected sqlite, memory or redis")
+
+
+app = Runner(App, max_processes=MAX_PROCESSES, session_store=session_store())
 
 
 @functools.cache
