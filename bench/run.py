@@ -439,8 +439,8 @@ class User:
         self.page: Page | None = None
         self.count = 0
 
-    async def load(self) -> Page:
-        response = await self.http.get("/")
+    async def load(self, path: str = "/") -> Page:
+        response = await self.http.get(path)
         check_page(response)
         self.page, self.count = Page.parse(response.text), 0
         return self.page
@@ -843,7 +843,7 @@ async def store_clicks(
                     )
         for kind, user in users.items():  # the last click saved the count: a new page shows it
             clicks = user.count
-            page = await user.load()
+            page = await user.load("/?saved")
             if page.saved != clicks:
                 raise RuntimeError(f"{kind} store: a new page shows {page.saved}, not {clicks}")
     finally:

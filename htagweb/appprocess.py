@@ -78,7 +78,11 @@ class AppProcess:
     ) -> None:
         try:
             while (message := await read_frame(reader)) is not None:
-                reply = await self._dispatch(message, writer)
+                try:
+                    reply = await self._dispatch(message, writer)
+                except Exception as exc:  # the session store failed, for instance
+                    logger.exception("app process %s could not answer", os.getpid())
+                    reply = {"error": f"{type(exc).__name__}: {exc}"}
                 reply["rid"] = message.get("rid")
                 reply["timeout_interaction"] = self.timeout_interaction
                 writer.write(encode_frame(reply))

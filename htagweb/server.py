@@ -59,6 +59,7 @@ MESSAGE_TIMEOUT = (
     "Reload the page to start it again."
 )
 MESSAGE_ENDED = "The app ended. Reload the page to start it again."
+MESSAGE_FAILED = "The app could not handle this action; the error was logged on the server."
 
 
 class InvalidInteraction(ValueError):
@@ -143,8 +144,7 @@ class Runner(Starlette):
         self.gateway = Gateway(
             {"start_method": self.config.start_method, "max_processes": self.config.max_processes}
         )
-        self._apps: dict[str, AppRef] = {}
-        self._refs_by_obj: dict[int, AppRef] = {}
+        self._refs: dict[Any, AppRef] = {}  # by what the developer passed (kept alive)
         self._home = self._register(obj) if obj is not None else None
         secret = self.config.secret_key or os.environ.get("HTAGWEB_SECRET_KEY")
         cookie = SessionCookie(
@@ -201,11 +201,9 @@ class Runner(Starlette):
     def _register(self, obj: Any) -> AppRef:
         if isinstance(obj, AppRef):
             return obj
-        ref = self._refs_by_obj.get(id(obj))
+        ref = self._refs.get(obj)
         if ref is None:
-            ref, _ = appref.resolve(obj)
-            self._refs_by_obj[id(obj)] = ref
-            self._apps[ref.fqn] = ref
+            ref = self._refs[obj] = appref.resolve(obj)[0]
         return ref
 
     # -- pages ---------------------------------------------------------------------
@@ -261,7 +259,7 @@ class Runner(Starlette):
             logger.error("cannot serve %s: %s", ref.fqn, exc)
             return self._error_page(str(exc) if config.debug else MESSAGE_ENDED, 500)
         if "html" not in reply:
-            return self._error_page(reply.get("error", MESSAGE_ENDED), 500)
+            return self._error_page(reply.get("error", "") if config.debug else MESSAGE_ENDED, 500)
         return HTMLResponse(reply["html"])
 
     def _error_page(self, text: str, status: int) -> HTMLResponse:
@@ -305,6 +303,10 @@ class Runner(Starlette):
         except AppProcessError as exc:
             logger.error("interaction with %s failed: %s", fqn, exc)
             return JSONResponse({"err": MESSAGE_ENDED}, status_code=503)
+        if "error" in reply:
+            logger.error("interaction with %s failed: %s", fqn, reply["error"])
+            text = reply["error"] if self.config.debug else MESSAGE_FAILED
+            return JSONResponse({"err": text}, status_code=500)
         if "actions" not in reply:
             return JSONResponse({"reload": True}, status_code=410)
         return Response(json.dumps(reply["actions"]), media_type="application/json")
@@ -452,6 +454,8 @@ class _SocketBridge:
                     await self.websocket.send_text(json.dumps({"reload": True}))
                 elif "actions" in message:
                     await self.websocket.send_text(json.dumps(message["actions"]))
+                elif "error" in message:  # logged by the app process
+                    await self.websocket.send_text(json.dumps({"err": MESSAGE_FAILED}))
 
     async def _watchdog(self) -> None:
         while True:

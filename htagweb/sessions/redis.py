@@ -10,9 +10,11 @@ Each expires after idle_expiry without use: Redis deletes idle sessions itself.
 from __future__ import annotations
 
 import os
+import time
+from collections import OrderedDict
 from typing import Any
 
-from .base import SessionStore, SessionTooLarge, new_session_id
+from .base import TOUCH_EVERY, SessionStore, SessionTooLarge, new_session_id
 
 try:
     import redis
@@ -32,6 +34,7 @@ class RedisStore(SessionStore):
         self._client: Any = None
         self._pid = 0
         self._ttl = max(1, int(self.idle_expiry))
+        self._touched: OrderedDict[str, float] = OrderedDict()  # token -> when its TTL was renewed
 
     def _redis(self) -> Any:
         if self._client is None or self._pid != os.getpid():  # never share a socket across fork
@@ -62,6 +65,13 @@ class RedisStore(SessionStore):
         session_id = client.get(self._token_key(token))
         if session_id is None:
             return None
+        now = time.monotonic()
+        if now - self._touched.get(token, -TOUCH_EVERY) < min(TOUCH_EVERY, self._ttl / 4):
+            return str(session_id)  # renewed a moment ago: spare Redis the round trip
+        self._touched[token] = now
+        self._touched.move_to_end(token)
+        while len(self._touched) > 10_000:
+            self._touched.popitem(last=False)
         pipe = client.pipeline(transaction=False)
         pipe.expire(self._token_key(token), self._ttl)
         pipe.expire(self._tokens_key(session_id), self._ttl)

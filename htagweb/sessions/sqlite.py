@@ -29,7 +29,10 @@ CREATE TABLE IF NOT EXISTS data (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tokens_by_session ON tokens(session_id);
 CREATE INDEX IF NOT EXISTS sessions_by_seen ON sessions(seen);
+PRAGMA user_version = 1;
 """
+SCHEMA_VERSION = 1
+CACHE_KIB = 256  # per connection: an app process reads one small session; keep it light
 
 
 class SQLiteStore(SessionStore):
@@ -47,11 +50,14 @@ class SQLiteStore(SessionStore):
         if connection is None:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA foreign_keys=ON")
-            connection.executescript(SCHEMA)
-            os.chmod(self.path, 0o600)
+            # Every app process connects: only the first connection ever builds the schema.
+            if connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                connection.execute("PRAGMA journal_mode=WAL")  # kept in the file from then on
+                connection.executescript(SCHEMA)
+                os.chmod(self.path, 0o600)
             self._local.connection = connection
         return connection
 

@@ -14,42 +14,51 @@ from .base import SessionStore, encode_value
 
 
 class AppSession(MutableMapping[str, Any]):
-    """tag.session in an app process: read once per interaction, written through."""
+    """tag.session in an app process: read at most once per interaction, written through.
+
+    An app that never touches its session never opens the store (each connection costs
+    the process memory).
+    """
 
     def __init__(self, store: SessionStore, session_id: str) -> None:
         self.store = store
         self.session_id = session_id
-        self._texts: dict[str, str] = {}
-        self._values: dict[str, Any] = {}
+        self._values: dict[str, Any] | None = None
 
     def refresh(self) -> None:
-        """See what other processes wrote (the worker, through request.session)."""
-        self._texts = self.store.load(self.session_id)
-        self._values = {key: json.loads(text) for key, text in self._texts.items()}
+        """Read again at next use: see what request.session wrote meanwhile."""
+        self._values = None
+
+    def _loaded(self) -> dict[str, Any]:
+        if self._values is None:
+            texts = self.store.load(self.session_id)
+            self._values = {key: json.loads(text) for key, text in texts.items()}
+        return self._values
 
     def __getitem__(self, key: str) -> Any:
-        return self._values[key]
+        return self._loaded()[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
         text = encode_value(key, value)
+        values = self._loaded()
         self.store.write(self.session_id, {key: text}, set())
-        self._texts[key] = text
-        self._values[key] = json.loads(text)  # what is stored, not the caller's object
+        values[key] = json.loads(text)  # what is stored, not the caller's object
 
     def __delitem__(self, key: str) -> None:
-        if key not in self._values:
+        values = self._loaded()
+        if key not in values:
             raise KeyError(key)
         self.store.write(self.session_id, {}, {key})
-        del self._texts[key], self._values[key]
+        del values[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._values))
+        return iter(list(self._loaded()))
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self._loaded())
 
     def __repr__(self) -> str:
-        return f"AppSession({self._values!r})"
+        return f"AppSession({self._loaded()!r})"
 
 
 class RequestSession(MutableMapping[str, Any]):
