@@ -1027,9 +1027,11 @@ def session_markdown(section: dict[str, Any]) -> str:
         "",
         f"One fresh server per session store (HTAGWEB_BENCH_STORE), all up together; one user "
         f"per server clicks {n:,} times over HTTP keep-alive on each button, the servers taking "
-        'turns click by click so that drift hits every store alike. *read*: the "+" button; '
-        "the app process re-reads the session before each interaction. *read + write*: a "
-        '"+" that also sets `tag.state["n"]`, written through to the store at once. '
+        'turns click by click so that drift hits every store alike. *read*: the "+" button, '
+        "which leaves the session alone: only the worker's lookup of the cookie's session "
+        "touches the store (an app process reads its session when the app first uses it in an "
+        'interaction). *read + write*: a "+" that also sets `tag.state["n"]`: one read, then '
+        "the write, through to the store at once. "
         "*memory* is the baseline: MemoryStore, each process keeping its own sessions (no "
         "shared store). *added*: minus the memory store's figure for the same click.",
         "",
