@@ -29,6 +29,7 @@ from typing import Any
 from htag import Tag
 from htag.render import HRenderer
 
+from . import security
 from .ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
 from .sessions import SessionStore, open_store
 from .sessions.views import AppSession
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 _store: SessionStore | None = None  # opened after the fork: connections never cross one
 
 GENERIC_ERROR = "The app failed on this action; the error was logged on the server."
+REFUSED = "This action is not allowed."
 TOUCH_INTERVAL = 1.0  # seconds between two updates of the socket's mtime (the LRU clock)
 
 
@@ -162,6 +164,12 @@ class AppProcess:
                     self._subscribers[writer] = self.instance
                 return {"actions": self._live_page()}
             payload = message["payload"]
+            refused = security.refusal(
+                self.renderer._loop, payload.get("id"), payload.get("method")
+            )
+            if refused:
+                logger.warning("refused an interaction: %s", refused)
+                return {"actions": {"err": REFUSED}}
             if self.session is not None:
                 self.session.refresh()  # see what request.session wrote meanwhile
             with self._deadline():

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import appref
+from . import appref, security
 from .appref import FQN_PATTERN, AppRef
 from .config import Config
 from .gateway import AppDied, AppGone, AppProcessError, AppTimeout, Gateway
@@ -119,6 +119,7 @@ class Runner(Starlette):
         session_cookie: str = "session",
         session_cookie_path: str = "/",
         session_store: SessionStore | None = None,
+        allowed_origins: Sequence[str] = (),
         ssl: Any = None,
     ) -> None:
         self.config = Config(
@@ -141,6 +142,8 @@ class Runner(Starlette):
             logger.warning("Runner(ssl=...) has no effect: terminate TLS in uvicorn or a proxy")
         if parano:
             logger.warning("parano mode is not implemented yet: traffic is only as safe as TLS")
+        # Sites besides this one whose pages may drive its apps ("https://app.example.com").
+        self.allowed_origins = frozenset(origin.rstrip("/").lower() for origin in allowed_origins)
         self.gateway = Gateway(
             {"start_method": self.config.start_method, "max_processes": self.config.max_processes}
         )
@@ -281,6 +284,10 @@ class Runner(Starlette):
         fqn = request.path_params["fqn"]
         if not FQN_PATTERN.match(fqn):
             return PlainTextResponse("unknown app", status_code=404)
+        refused = security.origin_refusal(request.headers, self.allowed_origins)
+        if refused:
+            logger.warning("refused an interaction: %s", refused)
+            return JSONResponse({"err": "cross-site requests are refused"}, status_code=403)
         try:
             payload = parse_interaction(await _read_body(request, MAX_INTERACTION_BYTES))
         except InvalidInteraction as exc:
@@ -313,6 +320,11 @@ class Runner(Starlette):
 
     async def _interact_ws(self, websocket: WebSocket) -> None:
         fqn = websocket.path_params["fqn"]
+        refused = security.origin_refusal(websocket.headers, self.allowed_origins)
+        if refused:  # closing before accepting answers the handshake with 403
+            logger.warning("refused a WebSocket: %s", refused)
+            await websocket.close(1008)
+            return
         session_id = websocket.scope[SESSION_SCOPE_KEY]
         await self.gateway.start()
         try:

@@ -31,7 +31,7 @@ from typing import Any
 
 from htag import Tag
 
-from . import appprocess, appref, inert
+from . import appprocess, appref, inert, security
 from .ipc import FrameBuffer, encode_frame, listen_unix
 from .runtime import log_to_stderr
 
@@ -57,6 +57,7 @@ def prepare_interpreter(spec: dict[str, Any]) -> type[Tag]:
     os.chdir(spec["cwd"])
     log_to_stderr(spec.get("log_level", logging.WARNING))
     inert.activate()
+    security.record_bindings()
     return appref.load(appref.AppRef.from_json(spec["app"]))
 
 

@@ -102,6 +102,7 @@ class ServerProcess:
         self.ready_lines = ready_lines
         self.output: list[str] = []
         self._ready = threading.Event()
+        self._new_output = threading.Condition()
         self._ready_count = 0
         self.process: subprocess.Popen[str] | None = None
 
@@ -129,7 +130,9 @@ class ServerProcess:
     def _read_output(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:
-            self.output.append(line)
+            with self._new_output:
+                self.output.append(line)
+                self._new_output.notify_all()
             if "Application startup complete" in line:
                 self._ready_count += 1
                 if self._ready_count >= self.ready_lines:
@@ -139,6 +142,12 @@ class ServerProcess:
     @property
     def log(self) -> str:
         return "".join(self.output)
+
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 10.0) -> int:
+        """How often `text` is in the output, waiting (on new lines) until it is `count`."""
+        with self._new_output:
+            self._new_output.wait_for(lambda: self.log.count(text) >= count, timeout)
+            return self.log.count(text)
 
     def supervisor_pid(self) -> int:
         (pid_file,) = self.runtime_dir.glob("*/supervisor.pid")

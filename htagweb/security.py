@@ -1,0 +1,89 @@
+"""What a client may ask for: the method allow-list (app side), the origin check (web side).
+
+A page can only call what htag put in it: its event callers, the next step of a
+generator it started, methods decorated with htag's @expose, and methods the app
+bound with `tag.bind.<name>` (or calls back with `tag.call.<name>`). Anything else a
+client sends (dunders, private names, htag's own Tag API) is refused.
+
+This module imports nothing of the web stack: app processes use it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from htag import Tag
+from htag import tag as htag_tag
+
+EVENT_CALLERS = frozenset({"__on__", "__on_event__"})
+TAG_API = frozenset(dir(Tag)) | {"init", "exit"}  # htag's own methods, never a page's
+
+_bound: weakref.WeakKeyDictionary[Tag, set[str]] = weakref.WeakKeyDictionary()
+
+
+def record_bindings() -> None:
+    """Note every method an app binds through htag's Binder (idempotent)."""
+    binder = htag_tag.Binder
+    if getattr(binder, "_htagweb_records", False):
+        return
+    original = binder.__getattr__
+
+    def recording_getattr(self: Any, method: str) -> Any:
+        caller = original(self, method)  # raises for unknown methods, as htag does
+        instance = self._Binder__instance
+        _bound.setdefault(instance, set()).add(method)
+        return caller
+
+    binder.__getattr__ = recording_getattr
+    binder._htagweb_records = True
+
+
+def refusal(generators: dict[int, Any], target_id: Any, method: Any) -> str | None:
+    """Why a page could not have sent this call, or None when it could."""
+    if method is None:  # the next step of a generator the page started
+        return None if target_id in generators else "no such generator"
+    if method in EVENT_CALLERS:
+        return None  # htag checks the callback name against the tag's own callbacks
+    target = Tag.find_tag(target_id) if isinstance(target_id, int) else None
+    if target is None:
+        return None  # htag answers "not an existing Tag" itself
+    if _is_exposed(type(target), method):
+        return None
+    if method.startswith("_") or method in TAG_API:
+        return f"{method!r} is not callable from a page"
+    if method in _bound.get(target, ()):
+        return None
+    return f"{method!r} was never bound on this tag"
+
+
+def _is_exposed(cls: type, name: str) -> bool:
+    """Whether `name` is a method decorated with htag's @expose.
+
+    Read from the classes' own dictionaries: htag's metaclass answers any attribute
+    asked of a Tag class with a brand new Tag class, which getattr() would return.
+    """
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return bool(getattr(vars(klass)[name], "__dict__", {}).get("_autoExposeClientSide_"))
+    return False
+
+
+def origin_refusal(headers: Mapping[str, str], allowed_origins: frozenset[str]) -> str | None:
+    """Why a request's Origin (or Referer) shows another site, or None when it is ours.
+
+    Browsers send Origin on cross-site POSTs and WebSocket handshakes; requests with
+    neither header (scripts, tests, server-to-server) are not browser attacks.
+    """
+    source = headers.get("origin") or headers.get("referer")
+    if not source:
+        return None
+    if source == "null":  # an opaque origin: a sandboxed frame, a file:// page
+        return None if "null" in allowed_origins else "request from an opaque origin"
+    parts = urlsplit(source)
+    origin = f"{parts.scheme}://{parts.netloc}".lower()
+    if origin in allowed_origins or parts.netloc.lower() == headers.get("host", "").lower():
+        return None
+    return f"cross-site request from {origin}"
