@@ -40,6 +40,7 @@ _store: SessionStore | None = None  # opened after the fork: connections never c
 
 GENERIC_ERROR = "The app failed on this action; the error was logged on the server."
 REFUSED = "This action is not allowed."
+INIT_FAILED = "The app could not start; the error was logged on the server."
 TOUCH_INTERVAL = 1.0  # seconds between two updates of the socket's mtime (the LRU clock)
 
 
@@ -55,6 +56,7 @@ class AppProcess:
         self.debug = False
         self.timeout_interaction = 0.0
         self.timeout_inactivity = 0.0
+        self.rate_limit = security.RateLimit(0)
         self._lock = asyncio.Lock()
         # Connections of WebSocket pages, with the instance each page shows.
         self._subscribers: dict[asyncio.StreamWriter, str] = {}
@@ -120,6 +122,9 @@ class AppProcess:
         self.debug = bool(options.get("debug"))
         self.timeout_interaction = float(options.get("timeout_interaction") or 0)
         self.timeout_inactivity = float(options.get("timeout_inactivity") or 0)
+        rate = float(options.get("interactions_per_second") or 0)
+        if rate != self.rate_limit.rate:
+            self.rate_limit = security.RateLimit(rate)
         page = message["page"]
         args, kargs = message.get("init") or ([], {})
         session = self._session(message["session"])
@@ -143,6 +148,9 @@ class AppProcess:
                     session=session,
                     exit_callback=self._request_exit,
                 )
+                if not isinstance(renderer.tag, self.tag_class) and not self.debug:
+                    # htag caught an exception in the app's init and put its text in the page.
+                    renderer.tag.clear(INIT_FAILED)
                 html = str(renderer)
             renderer.sendactions = self._push
             self.renderer, self.instance = renderer, instance
@@ -153,6 +161,8 @@ class AppProcess:
         self, message: dict[str, Any], writer: asyncio.StreamWriter
     ) -> dict[str, Any]:
         self._note_activity()
+        if not self.rate_limit.allow():
+            return {"limited": True}
         async with self._lock:
             if self.renderer is None:
                 return {"reload": True}

@@ -10,6 +10,7 @@ This module imports nothing of the web stack: app processes use it.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -57,6 +58,27 @@ def refusal(generators: dict[int, Any], target_id: Any, method: Any) -> str | No
     if method in _bound.get(target, ()):
         return None
     return f"{method!r} was never bound on this tag"
+
+
+class RateLimit:
+    """A token bucket: `rate` actions a second on average, bursts of twice that."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = 2 * rate
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+
+    def allow(self) -> bool:
+        if self.rate <= 0:
+            return True  # no limit
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 def _is_exposed(cls: type, name: str) -> bool:

@@ -52,6 +52,7 @@ CLIENT_JS = resources.files("htagweb").joinpath("static/client.js").read_bytes()
 CLIENT_JS_VERSION = hashlib.sha256(CLIENT_JS).hexdigest()[:12]
 DEADLINE_GRACE = 5.0  # the app process ends itself at its deadline; the worker waits this longer
 WS_CLOSE_APP_GONE = 4404
+WS_CLOSE_POLICY = 1008
 MAX_INTERACTION_BYTES = 1024 * 1024
 
 MESSAGE_TIMEOUT = (
@@ -60,6 +61,7 @@ MESSAGE_TIMEOUT = (
 )
 MESSAGE_ENDED = "The app ended. Reload the page to start it again."
 MESSAGE_FAILED = "The app could not handle this action; the error was logged on the server."
+MESSAGE_LIMITED = "Too many interactions: slow down."
 
 
 class InvalidInteraction(ValueError):
@@ -120,6 +122,7 @@ class Runner(Starlette):
         session_cookie_path: str = "/",
         session_store: SessionStore | None = None,
         allowed_origins: Sequence[str] = (),
+        interactions_per_second: float = 200,
         ssl: Any = None,
     ) -> None:
         self.config = Config(
@@ -143,6 +146,9 @@ class Runner(Starlette):
         if parano:
             logger.warning("parano mode is not implemented yet: traffic is only as safe as TLS")
         # Sites besides this one whose pages may drive its apps ("https://app.example.com").
+        if interactions_per_second < 0:
+            raise ValueError("interactions_per_second must be >= 0 (0: no limit)")
+        self.interactions_per_second = float(interactions_per_second)
         self.allowed_origins = frozenset(origin.rstrip("/").lower() for origin in allowed_origins)
         self.gateway = Gateway(
             {"start_method": self.config.start_method, "max_processes": self.config.max_processes}
@@ -249,6 +255,7 @@ class Runner(Starlette):
                 "debug": config.debug,
                 "timeout_interaction": interaction_timeout,
                 "timeout_inactivity": inactivity_timeout,
+                "interactions_per_second": self.interactions_per_second,
             },
         }
         refresh_session_cookie(request)  # an active user's cookie does not expire
@@ -310,6 +317,8 @@ class Runner(Starlette):
         except AppProcessError as exc:
             logger.error("interaction with %s failed: %s", fqn, exc)
             return JSONResponse({"err": MESSAGE_ENDED}, status_code=503)
+        if reply.get("limited"):
+            return JSONResponse({"err": MESSAGE_LIMITED}, status_code=429)
         if "error" in reply:
             logger.error("interaction with %s failed: %s", fqn, reply["error"])
             text = reply["error"] if self.config.debug else MESSAGE_FAILED
@@ -323,7 +332,7 @@ class Runner(Starlette):
         refused = security.origin_refusal(websocket.headers, self.allowed_origins)
         if refused:  # closing before accepting answers the handshake with 403
             logger.warning("refused a WebSocket: %s", refused)
-            await websocket.close(1008)
+            await websocket.close(WS_CLOSE_POLICY)
             return
         session_id = websocket.scope[SESSION_SCOPE_KEY]
         await self.gateway.start()
@@ -462,6 +471,11 @@ class _SocketBridge:
                     self.timeout_interaction = float(message["timeout_interaction"])
                 if message.get("rid") and self.sent_at:
                     self.sent_at.popleft()
+                if message.get("limited"):
+                    await self.websocket.send_text(json.dumps({"err": MESSAGE_LIMITED}))
+                    await self.websocket.close(WS_CLOSE_POLICY, "too many interactions")
+                    self.browser_left = True  # closed here: nothing more to tell it
+                    return
                 if message.get("reload"):
                     await self.websocket.send_text(json.dumps({"reload": True}))
                 elif "actions" in message:

@@ -204,6 +204,14 @@ def test_debug_shows_tracebacks_and_production_does_not(serve):
     assert "Traceback" in err and "secret detail" in err
 
 
+def test_failing_init_shows_details_in_debug_only(serve):
+    production = serve(COUNTER)
+    page = User(production.url).http.get("/?explode").text
+    assert "could not start" in page and "secret detail" not in page and "/srv" not in page
+    debugging = serve(COUNTER, env={"COUNTER_DEBUG": "1"})
+    assert "secret detail" in User(debugging.url).http.get("/?explode").text
+
+
 def test_tag_update_pushes_and_generators_stream_over_websocket(serve):
     server = serve(COUNTER)
     user = User(server.url)

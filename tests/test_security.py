@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from support import User, text_of_class
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 GUARDED = [sys.executable, "-m", "uvicorn", "guarded_server:app", "--port", "{port}"]
 
@@ -119,3 +119,17 @@ def _websocket(user: User, page, origin: str):
     ws_url = user.base_url.replace("http", "ws", 1) + f"{page.endpoint}?i={page.instance}"
     cookie = "; ".join(f"{k}={v}" for k, v in user.http.cookies.items())
     return connect(ws_url, additional_headers={"Cookie": cookie}, origin=origin, open_timeout=30)
+
+
+def test_interactions_past_the_rate_limit_get_429_or_a_closed_socket(serve_forked):
+    server = serve_forked(GUARDED, env={"GUARDED_RATE": "10"})  # bursts of 20
+    user = User(server.url)
+    page = user.get()
+    statuses = [user.post(page, page.click("inc")).status_code for _ in range(60)]
+    assert statuses.count(429) >= 30 and statuses[:15] == [200] * 15
+    with user.websocket(page) as ws, pytest.raises(ConnectionClosed) as closed:
+        for _ in range(60):  # the server may close while these are still being sent
+            ws.send(json.dumps(page.click("inc")))
+        while True:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 1008 and closed.value.rcvd.reason == "too many interactions"

@@ -16,6 +16,8 @@ class App(Tag.div):
         INITS += 1
         while "hang" in args:  # a runaway init, for the deadline test
             pass
+        if "explode" in args:
+            raise ValueError("secret detail in /srv/private/app.py")
         self.count = 0
         self.shown = Tag.span(self.count, _class="count")
         self += self.shown
