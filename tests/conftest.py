@@ -73,3 +73,12 @@ def redis_url() -> Iterator[str]:
     process.wait(10)
     process.stdout.close()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """pytest removes its tmp dirs (tmp_path_retention_policy); remove their empty root too."""
+    import contextlib
+    import getpass
+
+    with contextlib.suppress(OSError):
+        (Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}").rmdir()
