@@ -75,10 +75,14 @@ def redis_url() -> Iterator[str]:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """pytest removes its tmp dirs (tmp_path_retention_policy); remove their empty root too."""
-    import contextlib
-    import getpass
+def pytest_configure(config: pytest.Config) -> None:
+    """tmp_path dirs go in a directory of this run, removed at its end (nothing stays in /tmp)."""
+    if not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="htp", dir="/tmp")
+        config._htagweb_basetemp = config.option.basetemp  # type: ignore[attr-defined]
 
-    with contextlib.suppress(OSError):
-        (Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}").rmdir()
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    basetemp = getattr(config, "_htagweb_basetemp", None)
+    if basetemp:
+        shutil.rmtree(basetemp, ignore_errors=True)
