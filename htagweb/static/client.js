@@ -13,10 +13,26 @@
   const mode = script.dataset.mode;
   let instance = script.dataset.instance;
 
+  function reloadOnce() {
+    // The app process behind this page is gone: a page load starts a fresh one. Not in a
+    // loop, though: with cookies blocked, every load would meet a gone process again.
+    let last = 0;
+    try {
+      last = Number(window.sessionStorage.getItem("htagweb-reload")) || 0;
+      window.sessionStorage.setItem("htagweb-reload", String(Date.now()));
+    } catch (e) {
+      // no storage: reload anyway, once per page
+    }
+    if (Date.now() - last > 10000) {
+      window.location.reload();
+    } else {
+      window.action({ err: "The app is gone. Reload the page to start it again." });
+    }
+  }
+
   function apply(actions) {
     if (actions.reload) {
-      // The app process behind this page is gone: a page load starts a fresh one.
-      window.location.reload();
+      reloadOnce();
       return;
     }
     if (actions.instance) {
