@@ -109,8 +109,6 @@ class AppProcess:
             return await self._render(message)
         if op == "attach":
             return await self._attach(message, writer)
-        if op == "ping":
-            return {"pid": os.getpid()}
         return {"error": f"unknown op {op!r}"}
 
     # -- requests ------------------------------------------------------------------
@@ -202,7 +200,7 @@ class AppProcess:
         self._subscribers[writer] = str(message.get("instance"))
         if self.renderer is None:
             return {"reload": True}
-        if message.get("instance") != self.instance or message.get("refresh"):
+        if message.get("instance") != self.instance:
             async with self._lock:
                 self._subscribers[writer] = self.instance
                 return {"actions": self._live_page()}

@@ -164,10 +164,6 @@ class RpcClient:
         self._writer.close()
         self._read_task.cancel()
 
-    async def wait_closed(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._read_task
-
 
 def listen_unix(path: str, backlog: int = 128) -> socket.socket:
     """A listening Unix socket at `path` (replacing a stale file), private to this user."""

@@ -69,5 +69,10 @@ def test_bad_options_are_refused_clearly(options, monkeypatch):
         Config(**options)
 
 
-def test_default_process_cap_follows_memory():
-    assert Config().max_processes >= 8
+def test_default_process_cap_follows_memory(monkeypatch):
+    from htagweb import config
+
+    monkeypatch.setattr(config, "available_memory", lambda: 4 * 1024**3)
+    assert Config().max_processes == 128  # half of 4 GiB at 16 MiB per process
+    monkeypatch.setattr(config, "available_memory", lambda: 64 * 1024**2)
+    assert Config().max_processes == 8  # never below 8

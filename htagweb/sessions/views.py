@@ -13,30 +13,44 @@ from typing import Any
 from .base import SessionStore, encode_value
 
 
-class AppSession(MutableMapping[str, Any]):
+class _StoredSession(MutableMapping[str, Any]):
+    """Reads one session from its store on first use; subclasses decide how to write."""
+
+    def __init__(self, store: SessionStore, session_id: str) -> None:
+        self.store = store
+        self.session_id = session_id
+        self._texts: dict[str, str] | None = None  # as stored (JSON text)
+        self._values: dict[str, Any] = {}
+
+    def _loaded(self) -> dict[str, Any]:
+        if self._texts is None:
+            self._texts = self.store.load(self.session_id)
+            self._values = {key: json.loads(text) for key, text in self._texts.items()}
+        return self._values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._loaded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._loaded()))
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._loaded()!r})"
+
+
+class AppSession(_StoredSession):
     """tag.session in an app process: read at most once per interaction, written through.
 
     An app that never touches its session never opens the store (each connection costs
     the process memory).
     """
 
-    def __init__(self, store: SessionStore, session_id: str) -> None:
-        self.store = store
-        self.session_id = session_id
-        self._values: dict[str, Any] | None = None
-
     def refresh(self) -> None:
         """Read again at next use: see what request.session wrote meanwhile."""
-        self._values = None
-
-    def _loaded(self) -> dict[str, Any]:
-        if self._values is None:
-            texts = self.store.load(self.session_id)
-            self._values = {key: json.loads(text) for key, text in texts.items()}
-        return self._values
-
-    def __getitem__(self, key: str) -> Any:
-        return self._loaded()[key]
+        self._texts = None
 
     def __setitem__(self, key: str, value: Any) -> None:
         text = encode_value(key, value)
@@ -51,35 +65,14 @@ class AppSession(MutableMapping[str, Any]):
         self.store.write(self.session_id, {}, {key})
         del values[key]
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._loaded()))
 
-    def __len__(self) -> int:
-        return len(self._loaded())
-
-    def __repr__(self) -> str:
-        return f"AppSession({self._loaded()!r})"
-
-
-class RequestSession(MutableMapping[str, Any]):
-    """request.session in a web worker: loaded on first use, changed keys saved at the end."""
+class RequestSession(_StoredSession):
+    """request.session in a web worker: changed keys are saved when the response starts."""
 
     def __init__(self, store: SessionStore, session_id: str) -> None:
-        self.store = store
-        self.session_id = session_id
-        self._texts: dict[str, str] | None = None
-        self._values: dict[str, Any] = {}
+        super().__init__(store, session_id)
         self._changed: dict[str, str] = {}
         self._deleted: set[str] = set()
-
-    def _loaded(self) -> dict[str, Any]:
-        if self._texts is None:
-            self._texts = self.store.load(self.session_id)
-            self._values = {key: json.loads(text) for key, text in self._texts.items()}
-        return self._values
-
-    def __getitem__(self, key: str) -> Any:
-        return self._loaded()[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
         values = self._loaded()
@@ -95,15 +88,6 @@ class RequestSession(MutableMapping[str, Any]):
         del values[key]
         self._changed.pop(key, None)
         self._deleted.add(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._loaded()))
-
-    def __len__(self) -> int:
-        return len(self._loaded())
-
-    def __repr__(self) -> str:
-        return f"RequestSession({self._loaded()!r})"
 
     def save(self) -> None:
         """Write the keys this request changed (and only those)."""
