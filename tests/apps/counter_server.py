@@ -15,6 +15,7 @@ app = Runner(
     timeout_interaction=float(env("COUNTER_TIMEOUT_INTERACTION", "60")),
     timeout_inactivity=float(env("COUNTER_TIMEOUT_INACTIVITY", "0")),
     max_processes=int(env("COUNTER_MAX_PROCESSES")) if env("COUNTER_MAX_PROCESSES") else None,
+    interactions_per_second=float(env("COUNTER_RATE", "200")),
 )
 
 
