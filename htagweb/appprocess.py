@@ -5,10 +5,13 @@ framed requests (see htagweb.ipc):
 
     render    a fresh instance of the app (a page load); answers the full HTML
     interact  one htag interaction; answers htag's actions
-    attach    this connection now receives tag.update() pushes (a WebSocket page)
+    attach    this connection now receives tag.update() pushes (a WebSocket page, or
+              the Server-Sent Events stream of an HTTP page)
 
 A request whose "instance" is not the live one (an older tab) gets the live page
-instead of driving a dead instance. An interaction or a render that runs longer than
+instead of driving a dead instance. Each browser page numbers its interactions
+("page", "seq"): one it sends again after a lost connection is answered, not applied
+twice. An interaction or a render that runs longer than
 timeout_interaction ends the process through SIGALRM's default action: this is the
 only way to stop runaway synchronous code.
 """
@@ -16,6 +19,7 @@ only way to stop runaway synchronous code.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -23,7 +27,7 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from htag import Tag
@@ -42,6 +46,17 @@ GENERIC_ERROR = "The app failed on this action; the error was logged on the serv
 REFUSED = "This action is not allowed."
 INIT_FAILED = "The app could not start; the error was logged on the server."
 TOUCH_INTERVAL = 1.0  # seconds between two updates of the socket's mtime (the LRU clock)
+PAGES_REMEMBERED = 64  # pages whose last interaction number is kept (for resends)
+
+
+class _Subscriber:
+    """A connection receiving pushes: the page it serves and the instance that page shows."""
+
+    __slots__ = ("instance", "page")
+
+    def __init__(self, instance: str, page: str | None) -> None:
+        self.instance = instance
+        self.page = page
 
 
 class AppProcess:
@@ -58,8 +73,10 @@ class AppProcess:
         self.timeout_inactivity = 0.0
         self.rate_limit = security.RateLimit(0)
         self._lock = asyncio.Lock()
-        # Connections of WebSocket pages, with the instance each page shows.
-        self._subscribers: dict[asyncio.StreamWriter, str] = {}
+        # Connections of live pages (WebSocket, or an HTTP page's event stream).
+        self._subscribers: dict[asyncio.StreamWriter, _Subscriber] = {}
+        # The last interaction number applied, per page: a resend is not applied twice.
+        self._applied: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._done = asyncio.Event()
         self._exit_requested = False
         self._last_activity = time.monotonic()
@@ -135,6 +152,7 @@ class AppProcess:
                 _data_endpoint=page["endpoint"],
                 _data_mode=page["mode"],
                 _data_instance=instance,
+                _data_heartbeat=page.get("heartbeat", 0),
             )
             with self._deadline():
                 renderer = HRenderer(
@@ -150,7 +168,7 @@ class AppProcess:
                     # htag caught an exception in the app's init and put its text in the page.
                     renderer.tag.clear(INIT_FAILED)
                 html = str(renderer)
-            renderer.sendactions = self._push
+            renderer.sendactions = self._pusher(renderer)
             self.renderer, self.instance = renderer, instance
         self._schedule_idle_check()
         return {"html": html, "instance": instance}
@@ -166,12 +184,17 @@ class AppProcess:
                 return {"reload": True}
             # HTTP requests name their page's instance; a WebSocket page is known by its
             # connection. A page showing an older instance gets the live one instead.
-            shown = message["instance"] if "instance" in message else self._subscribers.get(writer)
-            if shown not in (None, self.instance):
-                if writer in self._subscribers:
-                    self._subscribers[writer] = self.instance
-                return {"actions": self._live_page()}
+            subscriber = self._subscribers.get(writer)
+            shown = message.get("instance", subscriber.instance if subscriber else None)
+            page = message.get("page") if subscriber is None else subscriber.page
             payload = message["payload"]
+            seq = payload.get("seq")
+            if shown not in (None, self.instance):
+                if subscriber is not None:
+                    subscriber.instance = self.instance
+                return {"actions": _numbered(self._live_page(), seq)}
+            if not self._first_time(page, seq):
+                return {"actions": _numbered({}, seq)}
             refused = security.refusal(
                 self.renderer._loop, payload.get("id"), payload.get("method")
             )
@@ -190,19 +213,35 @@ class AppProcess:
                 )
         if "err" in actions and not self.debug:
             actions["err"] = GENERIC_ERROR
-        self._broadcast(actions, exclude=writer)
-        return {"actions": actions}
+        self._broadcast(actions, exclude=writer, page=page)
+        return {"actions": _numbered(actions, seq)}
+
+    def _first_time(self, page: Any, seq: Any) -> bool:
+        """False for an interaction this page sent before (resent after a lost answer)."""
+        if not isinstance(page, str) or not isinstance(seq, int) or isinstance(seq, bool):
+            return True  # not numbered: a client other than htagweb's
+        if seq <= self._applied.get(page, 0):
+            return False
+        self._applied[page] = seq
+        self._applied.move_to_end(page)
+        while len(self._applied) > PAGES_REMEMBERED:
+            self._applied.popitem(last=False)
+        return True
 
     async def _attach(
         self, message: dict[str, Any], writer: asyncio.StreamWriter
     ) -> dict[str, Any]:
         self._note_activity()
-        self._subscribers[writer] = str(message.get("instance"))
+        page = message.get("page")
+        page = page if isinstance(page, str) else None
+        subscriber = _Subscriber(str(message.get("instance")), page)
+        self._subscribers[writer] = subscriber
         if self.renderer is None:
             return {"reload": True}
-        if message.get("instance") != self.instance:
+        # A page that reconnects may have missed pushes: it gets the current tree.
+        if message.get("instance") != self.instance or message.get("refresh"):
             async with self._lock:
-                self._subscribers[writer] = self.instance
+                subscriber.instance = self.instance
                 return {"actions": self._live_page()}
         return {"ok": True}
 
@@ -227,20 +266,35 @@ class AppProcess:
     # -- push (tag.update) ---------------------------------------------------------
 
     def _live_pages(self) -> list[asyncio.StreamWriter]:
-        return [w for w, shown in self._subscribers.items() if shown == self.instance]
+        return [w for w, s in self._subscribers.items() if s.instance == self.instance]
 
-    async def _push(self, actions: dict[str, Any]) -> bool:
-        pages = self._live_pages()
-        if not pages:
-            return False
-        frame = encode_frame({"actions": actions})
-        for writer in pages:
-            writer.write(frame)
-        return True
+    def _pusher(self, renderer: HRenderer) -> Callable[[dict[str, Any]], Awaitable[bool]]:
+        """tag.update() for the tags of `renderer`: sent to the pages showing it."""
 
-    def _broadcast(self, actions: dict[str, Any], exclude: asyncio.StreamWriter) -> None:
-        """Keep other tabs showing this instance in step (without driving generators)."""
-        others = [w for w in self._live_pages() if w is not exclude]
+        async def push(actions: dict[str, Any]) -> bool:
+            pages = self._live_pages() if renderer is self.renderer else []
+            if not pages:  # no page, or an instance replaced by a page load (its task lives on)
+                return False
+            frame = encode_frame({"actions": actions})
+            for writer in pages:
+                writer.write(frame)
+            return True
+
+        return push
+
+    def _broadcast(
+        self, actions: dict[str, Any], exclude: asyncio.StreamWriter, page: Any
+    ) -> None:
+        """Keep other tabs showing this instance in step (without driving generators).
+
+        The page that interacted gets the answer itself, over HTTP or its WebSocket:
+        its event stream, if it has one, is left out.
+        """
+        others = [
+            w
+            for w in self._live_pages()
+            if w is not exclude and (page is None or self._subscribers[w].page != page)
+        ]
         shared = {k: v for k, v in actions.items() if k in ("update", "stream", "post")}
         if others and shared:
             frame = encode_frame({"actions": shared})
@@ -287,6 +341,13 @@ class AppProcess:
             return
         loop = asyncio.get_running_loop()
         self._idle_timer = loop.call_later(max(remaining, 0.05), self._schedule_idle_check)
+
+
+def _numbered(actions: dict[str, Any], seq: Any) -> dict[str, Any]:
+    """The answer to interaction `seq`: the page drops it from the ones it may resend."""
+    if seq is not None:
+        actions["seq"] = seq
+    return actions
 
 
 class _WarmUp(Tag.div):

@@ -3,7 +3,11 @@
     GET  /                   the app given to the constructor (or any route using handle())
     POST /_/{fqn}            one interaction over HTTP
     WS   /_/{fqn}            interactions and tag.update() pushes over a WebSocket
+    GET  /_/{fqn}            tag.update() pushes as Server-Sent Events (HTTP pages)
     GET  /_htagweb/client.js the browser client
+
+Query parameters of the last three: i, the app instance the page shows; p, the page's
+own random id; r=1 when the page reconnects (it then gets the current tree).
 
 Workers hold no user state: every request finds the user's app process through the
 session id and a hash (see htagweb.runtime), whichever worker it reaches.
@@ -19,6 +23,7 @@ import html
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
@@ -28,7 +33,13 @@ from htag.runners import commons
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -45,6 +56,7 @@ from .sessions.cookie import (
     load_or_create_secret,
     refresh_session_cookie,
 )
+from .shutdown import stopping_event
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +66,8 @@ DEADLINE_GRACE = 5.0  # the app process ends itself at its deadline; the worker 
 WS_CLOSE_APP_GONE = 4404
 WS_CLOSE_POLICY = 1008
 MAX_INTERACTION_BYTES = 1024 * 1024
+MAX_SEQ = 2**53  # interaction numbers stay exact in JavaScript
+PAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 MESSAGE_TIMEOUT = (
     "The app stopped while handling this action (it ran longer than {seconds:g}s, or crashed). "
@@ -94,7 +108,16 @@ def parse_interaction(data: str | bytes) -> dict[str, Any]:
         raise InvalidInteraction("'kargs' must be an object")
     if not isinstance(payload.setdefault("event", None), (dict, type(None))):
         raise InvalidInteraction("'event' must be an object")
+    seq = payload.get("seq")
+    if seq is not None and (type(seq) is not int or not 0 < seq < MAX_SEQ):
+        raise InvalidInteraction("'seq' must be a positive integer")
     return payload
+
+
+def page_of(params: Any) -> str | None:
+    """The page id a request carries (p=...), or None when it has none or a malformed one."""
+    page = params.get("p")
+    return page if page and PAGE_ID.fullmatch(page) else None
 
 
 class Runner(Starlette):
@@ -123,6 +146,7 @@ class Runner(Starlette):
         session_store: SessionStore | None = None,
         allowed_origins: Sequence[str] = (),
         interactions_per_second: float = 200,
+        heartbeat: float = 25,
         ssl: Any = None,
     ) -> None:
         self.config = Config(
@@ -149,6 +173,11 @@ class Runner(Starlette):
         if interactions_per_second < 0:
             raise ValueError("interactions_per_second must be >= 0 (0: no limit)")
         self.interactions_per_second = float(interactions_per_second)
+        # Seconds between two signs of life on an idle connection: proxies often cut
+        # connections silent for 60 s.
+        if heartbeat < 0:
+            raise ValueError("heartbeat must be >= 0 (0: none)")
+        self.heartbeat = float(heartbeat)
         self.allowed_origins = frozenset(origin.rstrip("/").lower() for origin in allowed_origins)
         self.gateway = Gateway(
             {"start_method": self.config.start_method, "max_processes": self.config.max_processes}
@@ -167,6 +196,7 @@ class Runner(Starlette):
             routes=[
                 Route("/_htagweb/client.js", self._client_js, methods=["GET", "HEAD"]),
                 Route("/_/{fqn}", self._interact_http, methods=["POST"]),
+                Route("/_/{fqn}", self._events, methods=["GET"]),
                 WebSocketRoute("/_/{fqn}", self._interact_ws),
             ],
             middleware=[Middleware(SessionMiddleware, cookie=cookie, store=self.session_store)],
@@ -182,6 +212,7 @@ class Runner(Starlette):
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        stopping_event()  # chained in front of the server's signal handlers now, in its loop
         purging = asyncio.ensure_future(self._purge_sessions())
         await self.gateway.start()
         if self._home is not None:
@@ -249,6 +280,7 @@ class Runner(Starlette):
                 "client_src": f"{root_path}/_htagweb/client.js?v={CLIENT_JS_VERSION}",
                 "endpoint": f"{root_path}/_/{ref.fqn}",
                 "mode": "http" if http_only else "ws",
+                "heartbeat": self.heartbeat,
             },
             "session": {"id": session_id, "store": self.session_store.describe()},
             "options": {
@@ -302,7 +334,12 @@ class Runner(Starlette):
         session_id = request.scope[SESSION_SCOPE_KEY]
         await self.gateway.start()
         path = self.gateway.app_socket(session_id, fqn)
-        message = {"op": "interact", "instance": request.query_params.get("i"), "payload": payload}
+        message = {
+            "op": "interact",
+            "instance": request.query_params.get("i"),
+            "page": page_of(request.query_params),
+            "payload": payload,
+        }
         timeout = self.gateway.timeout_of(path, self.config.timeout_interaction)
         try:
             reply = await self.gateway.call_app(path, message, _worker_deadline(timeout))
@@ -349,13 +386,80 @@ class Runner(Starlette):
             return
         await websocket.accept()
         bridge = _SocketBridge(websocket, reader, writer, self.config.timeout_interaction)
+        params = websocket.query_params
         try:
-            await bridge.run(websocket.query_params.get("i"))
+            await bridge.run(params.get("i"), page_of(params), params.get("r") == "1")
         finally:
             writer.close()
         if bridge.timed_out:
             with contextlib.suppress(AppProcessError):
                 await self.gateway.kill(session_id, fqn)
+
+    async def _events(self, request: Request) -> Response:
+        """tag.update() pushes for a page without a WebSocket, as Server-Sent Events."""
+        fqn = request.path_params["fqn"]
+        if not FQN_PATTERN.match(fqn):
+            return PlainTextResponse("unknown app", status_code=404)
+        refused = security.origin_refusal(request.headers, self.allowed_origins)
+        if refused:
+            logger.warning("refused an event stream: %s", refused)
+            return PlainTextResponse("cross-site requests are refused", status_code=403)
+        session_id = request.scope[SESSION_SCOPE_KEY]
+        await self.gateway.start()
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # nginx: no buffering
+        try:
+            reader, writer = await asyncio.open_unix_connection(
+                self.gateway.app_socket(session_id, fqn)
+            )
+        except OSError:
+            return Response(
+                _event({"reload": True}), media_type="text/event-stream", headers=headers
+            )
+        params = request.query_params
+        attach = {
+            "op": "attach",
+            "instance": params.get("i"),
+            "page": page_of(params),
+            "refresh": params.get("r") == "1",
+            "rid": 0,
+        }
+        writer.write(encode_frame(attach))
+        return StreamingResponse(
+            self._event_stream(reader, writer), media_type="text/event-stream", headers=headers
+        )
+
+    async def _event_stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> AsyncIterator[str]:
+        stopping = asyncio.ensure_future(stopping_event().wait())
+        next_frame = asyncio.ensure_future(read_frame(reader))
+        heartbeat = self.heartbeat or None
+        try:
+            yield ": connected\n\n"
+            while True:
+                await asyncio.wait(
+                    {next_frame, stopping}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stopping.done():
+                    return  # the page reconnects to whichever server comes next
+                if not next_frame.done():
+                    yield ": heartbeat\n\n"
+                    continue
+                try:
+                    message = next_frame.result()
+                except (FrameError, ConnectionError):
+                    message = None
+                if message is None:
+                    yield "event: ended\ndata: {}\n\n"
+                    return
+                down = _to_browser(message)
+                if down is not None:
+                    yield _event(down)
+                next_frame = asyncio.ensure_future(read_frame(reader))
+        finally:
+            stopping.cancel()
+            next_frame.cancel()
+            writer.close()
 
     # -- running -------------------------------------------------------------------
 
@@ -394,6 +498,21 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _event(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data)}\n\n"
+
+
+def _to_browser(message: dict[str, Any]) -> dict[str, Any] | None:
+    """What the page receives for a frame its app process pushed or answered."""
+    if message.get("reload"):
+        return {"reload": True}
+    if "actions" in message:
+        return dict(message["actions"])
+    if "error" in message:  # logged by the app process
+        return {"err": MESSAGE_FAILED}
+    return None  # {"ok": true}, the answer to attach
+
+
 def _worker_deadline(timeout_interaction: float) -> float | None:
     return timeout_interaction + DEADLINE_GRACE if timeout_interaction > 0 else None
 
@@ -422,8 +541,9 @@ class _SocketBridge:
         self.timed_out = False
         self.browser_left = False
 
-    async def run(self, instance: str | None) -> None:
-        self.writer.write(encode_frame({"op": "attach", "instance": instance, "rid": 0}))
+    async def run(self, instance: str | None, page: str | None, refresh: bool) -> None:
+        attach = {"op": "attach", "instance": instance, "page": page, "refresh": refresh}
+        self.writer.write(encode_frame({**attach, "rid": 0}))
         tasks = [
             asyncio.ensure_future(self._downstream()),
             asyncio.ensure_future(self._upstream()),
@@ -451,6 +571,9 @@ class _SocketBridge:
                 self.browser_left = True
                 return
             text = message.get("text")
+            if text == "ping":  # the page's heartbeat
+                await self.websocket.send_text("pong")
+                continue
             try:
                 if text is None:
                     raise InvalidInteraction("interactions are text frames")
@@ -476,12 +599,9 @@ class _SocketBridge:
                     await self.websocket.close(WS_CLOSE_POLICY, "too many interactions")
                     self.browser_left = True  # closed here: nothing more to tell it
                     return
-                if message.get("reload"):
-                    await self.websocket.send_text(json.dumps({"reload": True}))
-                elif "actions" in message:
-                    await self.websocket.send_text(json.dumps(message["actions"]))
-                elif "error" in message:  # logged by the app process
-                    await self.websocket.send_text(json.dumps({"err": MESSAGE_FAILED}))
+                down = _to_browser(message)
+                if down is not None:
+                    await self.websocket.send_text(json.dumps(down))
 
     async def _watchdog(self) -> None:
         while True:

@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import ServerProcess, free_port
+from playwright.sync_api import Browser, BrowserContext, sync_playwright
+from playwright.sync_api import Page as PlaywrightPage
+from support import Nginx, ServerProcess, free_port
 
 START_METHODS = ["fork", "spawn"]
 
@@ -86,3 +88,56 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     basetemp = getattr(config, "_htagweb_basetemp", None)
     if basetemp:
         shutil.rmtree(basetemp, ignore_errors=True)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium driven by Playwright (one per test module)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: run scripts/test.sh, which installs it")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> Iterator[Callable[[], PlaywrightPage]]:
+    """Pages in fresh browser contexts (each its own cookie jar), closed after the test."""
+    contexts: list[BrowserContext] = []
+
+    def open_page() -> PlaywrightPage:
+        context = browser.new_context()
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def nginx() -> Iterator[Callable[[str], Nginx]]:
+    """Start nginx with a server block; stopped (and its files removed) after the test."""
+    started: list[Nginx] = []
+
+    def start(server_block: str) -> Nginx:
+        proxy = Nginx(server_block)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()

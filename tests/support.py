@@ -23,6 +23,7 @@ import httpx
 
 APPS_DIR = Path(__file__).parent / "apps"
 REPO_DIR = Path(__file__).parent.parent
+SCREENSHOTS = REPO_DIR / "artifacts" / "screenshots"  # the README names this folder
 STARTUP_TIMEOUT = 60.0
 
 
@@ -153,7 +154,8 @@ class ServerProcess:
         (pid_file,) = self.runtime_dir.glob("*/supervisor.pid")
         return int(pid_file.read_text())
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop the server; False if it had to be killed (it did not stop within 30 s)."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(self.stop_signal)
             try:
@@ -161,6 +163,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+                return False
+        return True
 
     def leftovers(self, timeout: float = 15.0) -> tuple[list[int], list[str]]:
         """Processes and runtime files still there after the server stopped."""
@@ -266,3 +270,82 @@ class User:
 
     def close(self) -> None:
         self.http.close()
+
+
+# -- nginx ---------------------------------------------------------------------------
+
+
+class Nginx:
+    """Debian's nginx in front of a test server; config, logs and pid in a scratch dir."""
+
+    def __init__(self, server_block: str) -> None:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.path.exists(binary):
+            raise AssertionError("nginx is not installed: run scripts/test.sh, which installs it")
+        self.port = free_port()
+        self.scratch = Path(tempfile.mkdtemp(prefix="htn", dir="/tmp"))
+        user = "user root;" if os.geteuid() == 0 else ""  # workers write the temp dirs below
+        temp = "\n".join(
+            f"{kind}_temp_path {self.scratch}/{kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        (self.scratch / "nginx.conf").write_text(
+            f"""
+{user}
+worker_processes 1;
+daemon off;
+pid {self.scratch}/nginx.pid;
+error_log {self.scratch}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {self.scratch}/access.log;
+    {temp}
+    map $http_upgrade $connection_upgrade {{ default upgrade; "" close; }}
+    server {{
+        listen 127.0.0.1:{self.port};
+        {server_block}
+    }}
+}}
+"""
+        )
+        self.process = subprocess.Popen(
+            [binary, "-p", str(self.scratch), "-c", str(self.scratch / "nginx.conf"),
+             "-e", str(self.scratch / "error.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not self._accepting():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("nginx did not start:\n" + self.error_log)
+            time.sleep(0.05)  # nginx tells nothing when it listens: ask the port
+
+    def _accepting(self) -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def error_log(self) -> str:
+        path = self.scratch / "error.log"
+        return path.read_text() if path.exists() else ""
+
+    @property
+    def access_log(self) -> str:
+        path = self.scratch / "access.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # fast shutdown: a graceful one waits for open sockets
+            self.process.wait(30)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def screenshot(page: Any, name: str) -> None:
+    """A Playwright page's screenshot, kept as a test artifact."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))

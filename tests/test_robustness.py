@@ -39,6 +39,11 @@ def test_malformed_interactions_get_4xx_and_the_app_goes_on(serve):
         b"[" * 100_000 + b"]" * 100_000,  # deep nesting
         b"\xff\xfe",  # not UTF-8
         b'{"id": 1, "method": "x", "args": ["' + b"x" * (2 * 1024 * 1024) + b'"]}',
+        b'{"id": 1, "method": "x", "seq": "1"}',
+        b'{"id": 1, "method": "x", "seq": true}',
+        b'{"id": 1, "method": "x", "seq": 0}',
+        b'{"id": 1, "method": "x", "seq": 1e300}',
+        b'{"id": 1, "method": "x", "seq": 99999999999999999999999}',
     ]
     for body in bodies:
         response = user.http.post(url, content=body)
@@ -47,6 +52,22 @@ def test_malformed_interactions_get_4xx_and_the_app_goes_on(serve):
     answer = user.post(page, page.click("inc"))
     assert answer.status_code == 200 and ">1<" in answer.text
     assert "Traceback" not in server.log
+
+
+def test_a_numbered_interaction_sent_twice_is_applied_once(serve_forked):
+    """What the browser client does after a lost answer (see tests/test_browser.py)."""
+    server = serve_forked(COUNTER, env={"COUNTER_HTTP_ONLY": "1"})
+    user = User(server.url)
+    page = user.get()
+    url = f"{page.endpoint}?i={page.instance}&p=tab1"
+    click = {**page.click("inc"), "seq": 1}
+    first = user.http.post(url, json=click).json()
+    again = user.http.post(url, json=click).json()
+    assert first["seq"] == again["seq"] == 1
+    assert ">1<" in json.dumps(first["update"]) and again == {"seq": 1}
+    other_tab = user.http.post(url.replace("tab1", "tab2"), json=click).json()
+    assert ">2<" in json.dumps(other_tab["update"])  # numbers are per page
+    assert ">3<" in json.dumps(user.http.post(url, json={**click, "seq": 2}).json()["update"])
 
 
 def test_websocket_refuses_binary_and_bad_frames_and_stays_open(serve):

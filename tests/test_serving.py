@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 
@@ -74,3 +75,18 @@ def test_unknown_app_name_from_client_imports_nothing(serve):
         assert response.status_code == 410 and response.json() == {"reload": True}
     assert user.http.post("/_/..%2Fetc", json=payload).status_code == 404
     assert "Traceback" not in server.log
+
+
+def test_a_runner_mounted_under_a_path_serves_its_pages_and_interactions(serve_forked):
+    server = serve_forked(
+        [sys.executable, "-m", "uvicorn", "mounted_server:app", "--port", "{port}"]
+    )
+    user = User(server.url)
+    assert user.http.get("/").text == "the outer app"
+    page = user.get("/app/")
+    assert page.endpoint == "/app/_/counter.App"
+    assert user.http.get("/app/_htagweb/client.js").status_code == 200
+    assert ">1<" in user.post(page, page.click("inc")).text
+    with user.websocket(page) as ws:
+        ws.send(json.dumps(page.click("inc")))
+        assert ">2<" in ws.recv(timeout=10)

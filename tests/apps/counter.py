@@ -31,6 +31,10 @@ class App(Tag.div):
         self += Tag.button("ticks", _class="ticks", _onclick=self.start_ticks)
         self += Tag.button("stream", _class="stream", _onclick=self.stream)
         self += Tag.button("inits", _class="inits", _onclick=self.show_inits)
+        self += Tag.button("slow", _class="slow", _onclick=self.slow)
+        self += Tag.button("later", _class="later", _onclick=self.add_later)
+        self.extra = Tag.span(0, _class="extra")  # what add_later pushed
+        self += self.extra
 
     def inc(self, o):
         self.count += 1
@@ -63,6 +67,21 @@ class App(Tag.div):
             self.count += 100
             self.shown.clear(self.count)
             await self.shown.update()
+
+    async def slow(self, o):
+        print("slow click started", flush=True)  # the browser tests wait for this line
+        await asyncio.sleep(float(os.environ.get("COUNTER_SLOW_SECONDS", "1")))
+        self.count += 1
+        self.shown.clear(self.count)
+
+    async def add_later(self, o):
+        asyncio.ensure_future(self._add_later())
+
+    async def _add_later(self):
+        await asyncio.sleep(float(os.environ.get("COUNTER_LATER_SECONDS", "0.5")))
+        self.extra.clear(100)
+        pushed = await self.extra.update()
+        print(f"later: pushed={pushed}", flush=True)
 
     def stream(self, o):
         for i in range(3):

@@ -16,6 +16,7 @@ app = Runner(
     timeout_inactivity=float(env("COUNTER_TIMEOUT_INACTIVITY", "0")),
     max_processes=int(env("COUNTER_MAX_PROCESSES")) if env("COUNTER_MAX_PROCESSES") else None,
     interactions_per_second=float(env("COUNTER_RATE", "200")),
+    heartbeat=float(env("COUNTER_HEARTBEAT", "25")),
 )
 
 

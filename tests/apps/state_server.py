@@ -23,7 +23,7 @@ else:
 
 app = Runner(
     App,
-    http_only=True,
+    http_only=env("STATE_HTTP_ONLY", "1") == "1",
     debug=True,
     session_store=store,
     secret_key=env("STATE_SECRET"),
