@@ -7,13 +7,19 @@ framed requests (see htagweb.ipc):
     interact  one htag interaction; answers htag's actions
     attach    this connection now receives tag.update() pushes (a WebSocket page, or
               the Server-Sent Events stream of an HTTP page)
+    handshake parano mode: keys for an HTTP page (a WebSocket page's come with attach)
 
 A request whose "instance" is not the live one (an older tab) gets the live page
 instead of driving a dead instance. Each browser page numbers its interactions
 ("page", "seq"): one it sends again after a lost connection is answered, not applied
-twice. An interaction or a render that runs longer than
-timeout_interaction ends the process through SIGALRM's default action: this is the
-only way to stop runaway synchronous code.
+twice.
+
+An interaction or a render that runs longer than timeout_interaction ends the process
+through SIGALRM's default action: this is the only way to stop runaway synchronous code.
+
+In parano mode, interactions, answers and pushes are sealed (see htagweb.parano): this
+process holds the keys, so workers and proxies only carry sealed messages, and
+plaintext interactions are refused.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -28,15 +35,19 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from htag import Tag
 from htag.render import HRenderer
 
 from . import security
 from .ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
+from .protocol import InvalidInteraction, parse_interaction
 from .sessions import SessionStore, open_store
 from .sessions.views import AppSession
+
+if TYPE_CHECKING:
+    from .parano import PageCipher
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +56,7 @@ _store: SessionStore | None = None  # opened after the fork: connections never c
 GENERIC_ERROR = "The app failed on this action; the error was logged on the server."
 REFUSED = "This action is not allowed."
 INIT_FAILED = "The app could not start; the error was logged on the server."
+PLAINTEXT_REFUSED = "This app takes sealed interactions only (parano mode)."
 TOUCH_INTERVAL = 1.0  # seconds between two updates of the socket's mtime (the LRU clock)
 PAGES_REMEMBERED = 64  # pages whose last interaction number is kept (for resends)
 
@@ -72,11 +84,17 @@ class AppProcess:
         self.timeout_interaction = 0.0
         self.timeout_inactivity = 0.0
         self.rate_limit = security.RateLimit(0)
+        self.parano = False
+        # Parano mode: the keys of each page (of its current connection, for a WebSocket).
+        self._ciphers: collections.OrderedDict[str, PageCipher] = collections.OrderedDict()
         self._lock = asyncio.Lock()
         # Connections of live pages (WebSocket, or an HTTP page's event stream).
         self._subscribers: dict[asyncio.StreamWriter, _Subscriber] = {}
-        # The last interaction number applied, per page: a resend is not applied twice.
-        self._applied: collections.OrderedDict[str, int] = collections.OrderedDict()
+        # The last interaction applied per page, with its answer: sent again (its answer
+        # was lost), it gets that answer instead of being applied twice.
+        self._answers: collections.OrderedDict[str, tuple[int, dict[str, Any]]] = (
+            collections.OrderedDict()
+        )
         self._done = asyncio.Event()
         self._exit_requested = False
         self._last_activity = time.monotonic()
@@ -126,6 +144,8 @@ class AppProcess:
             return await self._render(message)
         if op == "attach":
             return await self._attach(message, writer)
+        if op == "handshake":
+            return self._handshake(message.get("page"), message.get("hello"))
         return {"error": f"unknown op {op!r}"}
 
     # -- requests ------------------------------------------------------------------
@@ -137,6 +157,7 @@ class AppProcess:
         self.debug = bool(options.get("debug"))
         self.timeout_interaction = float(options.get("timeout_interaction") or 0)
         self.timeout_inactivity = float(options.get("timeout_inactivity") or 0)
+        self.parano = bool(options.get("parano"))
         rate = float(options.get("interactions_per_second") or 0)
         if rate != self.rate_limit.rate:
             self.rate_limit = security.RateLimit(rate)
@@ -153,6 +174,7 @@ class AppProcess:
                 _data_mode=page["mode"],
                 _data_instance=instance,
                 _data_heartbeat=page.get("heartbeat", 0),
+                _data_parano="1" if self.parano else "0",
             )
             with self._deadline():
                 renderer = HRenderer(
@@ -179,6 +201,38 @@ class AppProcess:
         self._note_activity()
         if not self.rate_limit.allow():
             return {"limited": True}
+        subscriber = self._subscribers.get(writer)
+        page = message.get("page") if subscriber is None else subscriber.page
+        sealed = message.get("sealed")
+        if sealed is None:
+            if self.parano:
+                logger.warning("refused a plaintext interaction (parano mode)")
+                return {"actions": {"err": PLAINTEXT_REFUSED}}
+            return {"actions": await self._apply(message["payload"], message, writer, page)}
+        from .parano import SealError
+
+        cipher = self._ciphers.get(page) if isinstance(page, str) else None
+        if cipher is None:
+            return {"rekey": True}  # keys lost (or never agreed): the page agrees on new ones
+        answered = cipher.answer_again(sealed)
+        if answered is not None:
+            return {"sealed": answered}
+        try:
+            payload = parse_interaction(cipher.open(sealed))
+        except (SealError, InvalidInteraction) as exc:
+            logger.warning("refused a sealed interaction: %s", exc)
+            return {"actions": {"err": REFUSED}}
+        actions = await self._apply(payload, message, writer, page)
+        return {"sealed": cipher.seal_answer(sealed, json.dumps(actions).encode())}
+
+    async def _apply(
+        self,
+        payload: dict[str, Any],
+        message: dict[str, Any],
+        writer: asyncio.StreamWriter,
+        page: Any,
+    ) -> dict[str, Any]:
+        """Run one interaction; the actions that answer it."""
         async with self._lock:
             if self.renderer is None:
                 return {"reload": True}
@@ -186,21 +240,21 @@ class AppProcess:
             # connection. A page showing an older instance gets the live one instead.
             subscriber = self._subscribers.get(writer)
             shown = message.get("instance", subscriber.instance if subscriber else None)
-            page = message.get("page") if subscriber is None else subscriber.page
-            payload = message["payload"]
             seq = payload.get("seq")
             if shown not in (None, self.instance):
-                if subscriber is not None:
-                    subscriber.instance = self.instance
-                return {"actions": _numbered(self._live_page(), seq)}
-            if not self._first_time(page, seq):
-                return {"actions": _numbered({}, seq)}
+                for other in self._subscribers.values():  # its socket, or its event stream
+                    if other is subscriber or (page is not None and other.page == page):
+                        other.instance = self.instance
+                return _numbered(self._live_page(), seq)
+            answered = self._answer_of(page, seq)
+            if answered is not None:
+                return answered
             refused = security.refusal(
                 self.renderer._loop, payload.get("id"), payload.get("method")
             )
             if refused:
                 logger.warning("refused an interaction: %s", refused)
-                return {"actions": {"err": REFUSED}}
+                return _numbered({"err": REFUSED}, seq)
             if self.session is not None:
                 self.session.refresh()  # see what request.session wrote meanwhile
             with self._deadline():
@@ -211,22 +265,28 @@ class AppProcess:
                     payload.get("kargs") or {},
                     payload.get("event"),
                 )
-        if "err" in actions and not self.debug:
-            actions["err"] = GENERIC_ERROR
+            if "err" in actions and not self.debug:
+                actions["err"] = GENERIC_ERROR
+            self._remember(page, seq, actions)
         self._broadcast(actions, exclude=writer, page=page)
-        return {"actions": _numbered(actions, seq)}
+        return _numbered(actions, seq)
 
-    def _first_time(self, page: Any, seq: Any) -> bool:
-        """False for an interaction this page sent before (resent after a lost answer)."""
-        if not isinstance(page, str) or not isinstance(seq, int) or isinstance(seq, bool):
-            return True  # not numbered: a client other than htagweb's
-        if seq <= self._applied.get(page, 0):
-            return False
-        self._applied[page] = seq
-        self._applied.move_to_end(page)
-        while len(self._applied) > PAGES_REMEMBERED:
-            self._applied.popitem(last=False)
-        return True
+    def _answer_of(self, page: Any, seq: Any) -> dict[str, Any] | None:
+        """The answer to an interaction this page sent before; None for a new one."""
+        if not isinstance(page, str) or type(seq) is not int:
+            return None  # not numbered: a client other than htagweb's
+        last = self._answers.get(page)
+        if last is None or seq > last[0]:
+            return None
+        return _numbered(dict(last[1]), seq) if seq == last[0] else _numbered({}, seq)
+
+    def _remember(self, page: Any, seq: Any, actions: dict[str, Any]) -> None:
+        if not isinstance(page, str) or type(seq) is not int:
+            return
+        self._answers[page] = (seq, actions)
+        self._answers.move_to_end(page)
+        while len(self._answers) > PAGES_REMEMBERED:
+            self._answers.popitem(last=False)
 
     async def _attach(
         self, message: dict[str, Any], writer: asyncio.StreamWriter
@@ -234,16 +294,51 @@ class AppProcess:
         self._note_activity()
         page = message.get("page")
         page = page if isinstance(page, str) else None
+        reply: dict[str, Any] = {"ok": True}
+        if "hello" in message:  # a parano WebSocket: its keys come first
+            reply = self._handshake(page, message["hello"])
+            if "hello" not in reply:
+                return reply
         subscriber = _Subscriber(str(message.get("instance")), page)
         self._subscribers[writer] = subscriber
-        if self.renderer is None:
-            return {"reload": True}
-        # A page that reconnects may have missed pushes: it gets the current tree.
-        if message.get("instance") != self.instance or message.get("refresh"):
-            async with self._lock:
+        async with self._lock:  # a page load under way replaces the renderer
+            if self.renderer is None:
+                return {"reload": True}
+            stale = message.get("instance") != self.instance
+            if stale or message.get("refresh"):
+                # A page that reconnects may have missed pushes: it gets the current tree
+                # (whose scripts run again, as after a page load).
                 subscriber.instance = self.instance
-                return {"actions": self._live_page()}
-        return {"ok": True}
+                live_page: dict[str, Any] | None = self._live_page()
+            else:
+                live_page = None
+        if live_page is not None:
+            cipher = self._cipher_of(subscriber)
+            if cipher is not None:
+                reply["sealed"] = cipher.seal_push(json.dumps(live_page).encode())
+            elif not self.parano:
+                reply["actions"] = live_page
+        return reply
+
+    def _handshake(self, page: Any, hello: Any) -> dict[str, Any]:
+        """Parano mode: agree on keys with a page (its earlier keys are forgotten)."""
+        from .parano import PageCipher, SealError
+
+        if not isinstance(page, str) or not isinstance(hello, str):
+            return {"error": "a handshake names its page and carries a public key"}
+        try:
+            cipher = PageCipher(hello)
+        except SealError as exc:
+            logger.warning("refused a handshake: %s", exc)
+            return {"error": "bad handshake"}
+        self._ciphers[page] = cipher
+        self._ciphers.move_to_end(page)
+        while len(self._ciphers) > PAGES_REMEMBERED:
+            self._ciphers.popitem(last=False)
+        return {"hello": cipher.hello}
+
+    def _cipher_of(self, subscriber: _Subscriber) -> PageCipher | None:
+        return self._ciphers.get(subscriber.page) if subscriber.page else None
 
     def _session(self, described: dict[str, Any]) -> AppSession:
         """This process's view of its user's session (one store connection per process)."""
@@ -275,9 +370,7 @@ class AppProcess:
             pages = self._live_pages() if renderer is self.renderer else []
             if not pages:  # no page, or an instance replaced by a page load (its task lives on)
                 return False
-            frame = encode_frame({"actions": actions})
-            for writer in pages:
-                writer.write(frame)
+            self._send(pages, actions)
             return True
 
         return push
@@ -297,9 +390,19 @@ class AppProcess:
         ]
         shared = {k: v for k, v in actions.items() if k in ("update", "stream", "post")}
         if others and shared:
-            frame = encode_frame({"actions": shared})
-            for writer in others:
-                writer.write(frame)
+            self._send(others, shared)
+
+    def _send(self, writers: list[asyncio.StreamWriter], actions: dict[str, Any]) -> None:
+        """Push `actions` to pages: sealed for each page that agreed on keys."""
+        plain = None
+        for writer in writers:
+            cipher = self._cipher_of(self._subscribers[writer])
+            if cipher is not None:
+                sealed = cipher.seal_push(json.dumps(actions).encode())
+                writer.write(encode_frame({"sealed": sealed}))
+            elif not self.parano:
+                plain = plain or encode_frame({"actions": actions})
+                writer.write(plain)
 
     # -- lifetime ------------------------------------------------------------------
 

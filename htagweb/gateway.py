@@ -44,6 +44,10 @@ class AppTimeout(AppProcessError):
     """The app process did not answer in time; it has been ended."""
 
 
+class ClientLimited(AppProcessError):
+    """A per-IP limit refused the page load (the reason is safe to show)."""
+
+
 class SupervisorError(AppProcessError):
     """The supervisor could not be started or reached."""
 
@@ -154,12 +158,23 @@ class Gateway:
         assert self.server_dir is not None, "Gateway.start() first"
         return str(self.server_dir.app_socket(app_key(session_id, fqn)))
 
-    async def ensure(self, ref: AppRef, session_id: str, stale: bool = False) -> str:
-        """The socket of the user's live process (started if needed)."""
+    async def ensure(
+        self,
+        ref: AppRef,
+        session_id: str,
+        stale: bool = False,
+        client: dict[str, Any] | None = None,
+    ) -> str:
+        """The socket of the user's live process (started if needed).
+
+        `client`: the per-IP limits this page load is under (see Supervisor.ensure).
+        """
         key = app_key(session_id, ref.fqn)
         reply = await self.ask_supervisor(
-            {"op": "ensure", "app": ref.to_json(), "key": key, "stale": stale}
+            {"op": "ensure", "app": ref.to_json(), "key": key, "stale": stale, "client": client}
         )
+        if "limited" in reply:
+            raise ClientLimited(str(reply["limited"]))
         path = str(reply["socket"])
         if path in self._app_clients and self._client_pids.get(path) != reply["pid"]:
             # A new process answers at this path: the pooled connection went to the old one.
@@ -171,10 +186,15 @@ class Gateway:
         await self.ask_supervisor({"op": "kill", "key": app_key(session_id, fqn)})
 
     async def render(
-        self, ref: AppRef, session_id: str, message: dict[str, Any], timeout: float | None
+        self,
+        ref: AppRef,
+        session_id: str,
+        message: dict[str, Any],
+        timeout: float | None,
+        client: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A fresh instance of the app for this user (creating the process if needed)."""
-        path = await self.ensure(ref, session_id)
+        path = await self.ensure(ref, session_id, client=client)
         try:
             try:
                 return await self.call_app(path, {**message, "socket": path}, timeout)

@@ -61,11 +61,11 @@ def refusal(generators: dict[int, Any], target_id: Any, method: Any) -> str | No
 
 
 class RateLimit:
-    """A token bucket: `rate` actions a second on average, bursts of twice that."""
+    """A token bucket: `rate` actions a second on average, bursts of `capacity` (2 x rate)."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, capacity: float | None = None) -> None:
         self.rate = rate
-        self.capacity = 2 * rate
+        self.capacity = 2 * rate if capacity is None else capacity
         self.tokens = self.capacity
         self.updated = time.monotonic()
 

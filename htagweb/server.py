@@ -46,10 +46,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import appref, security
 from .appref import FQN_PATTERN, AppRef
 from .config import Config
-from .gateway import AppDied, AppGone, AppProcessError, AppTimeout, Gateway
+from .gateway import AppDied, AppGone, AppProcessError, AppTimeout, ClientLimited, Gateway
 from .ipc import FrameError, encode_frame, read_frame
+from .protocol import MAX_INTERACTION_BYTES, InvalidInteraction, parse_message
 from .sessions import SessionStore
 from .sessions.cookie import (
+    COOKIE_SCOPE_KEY,
     SESSION_SCOPE_KEY,
     SessionCookie,
     SessionMiddleware,
@@ -65,8 +67,7 @@ CLIENT_JS_VERSION = hashlib.sha256(CLIENT_JS).hexdigest()[:12]
 DEADLINE_GRACE = 5.0  # the app process ends itself at its deadline; the worker waits this longer
 WS_CLOSE_APP_GONE = 4404
 WS_CLOSE_POLICY = 1008
-MAX_INTERACTION_BYTES = 1024 * 1024
-MAX_SEQ = 2**53  # interaction numbers stay exact in JavaScript
+WS_CLOSE_TOO_BIG = 1009
 PAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 MESSAGE_TIMEOUT = (
@@ -76,42 +77,6 @@ MESSAGE_TIMEOUT = (
 MESSAGE_ENDED = "The app ended. Reload the page to start it again."
 MESSAGE_FAILED = "The app could not handle this action; the error was logged on the server."
 MESSAGE_LIMITED = "Too many interactions: slow down."
-
-
-class InvalidInteraction(ValueError):
-    """The body of an interaction is not htag's {"id","method","args","kargs","event"}."""
-
-
-def parse_interaction(data: str | bytes) -> dict[str, Any]:
-    if len(data) > MAX_INTERACTION_BYTES:
-        raise InvalidInteraction(f"over {MAX_INTERACTION_BYTES} bytes")
-    try:
-        payload = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInteraction(f"not JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidInteraction("nested too deeply") from None
-    if not isinstance(payload, dict):
-        raise InvalidInteraction("an interaction is a JSON object")
-    if not isinstance(payload.get("id"), (int, str)) or isinstance(payload.get("id"), bool):
-        raise InvalidInteraction("'id' must be an integer or a string")
-    if not isinstance(payload.get("method"), (str, type(None))):  # None: a generator's next step
-        raise InvalidInteraction("'method' must be a string")
-    # htag sends null args and kargs for a generator's next step.
-    if payload.get("args") is None:
-        payload["args"] = []
-    if payload.get("kargs") is None:
-        payload["kargs"] = {}
-    if not isinstance(payload["args"], list):
-        raise InvalidInteraction("'args' must be a list")
-    if not isinstance(payload["kargs"], dict):
-        raise InvalidInteraction("'kargs' must be an object")
-    if not isinstance(payload.setdefault("event", None), (dict, type(None))):
-        raise InvalidInteraction("'event' must be an object")
-    seq = payload.get("seq")
-    if seq is not None and (type(seq) is not int or not 0 < seq < MAX_SEQ):
-        raise InvalidInteraction("'seq' must be a positive integer")
-    return payload
 
 
 def page_of(params: Any) -> str | None:
@@ -147,6 +112,9 @@ class Runner(Starlette):
         allowed_origins: Sequence[str] = (),
         interactions_per_second: float = 200,
         heartbeat: float = 25,
+        max_message_bytes: int = MAX_INTERACTION_BYTES,
+        max_processes_per_ip: int = 0,
+        new_sessions_per_ip: float = 0,
         ssl: Any = None,
     ) -> None:
         self.config = Config(
@@ -168,7 +136,16 @@ class Runner(Starlette):
         if ssl is not None:
             logger.warning("Runner(ssl=...) has no effect: terminate TLS in uvicorn or a proxy")
         if parano:
-            logger.warning("parano mode is not implemented yet: traffic is only as safe as TLS")
+            _require_cryptography()
+        if max_message_bytes <= 0:
+            raise ValueError("max_message_bytes must be > 0")
+        # The largest interaction body or WebSocket message a page may send.
+        self.max_message_bytes = int(max_message_bytes)
+        # Off by default: behind a proxy or a NAT many users share one address.
+        if max_processes_per_ip < 0 or new_sessions_per_ip < 0:
+            raise ValueError("per-IP limits must be >= 0 (0: no limit)")
+        self.max_processes_per_ip = int(max_processes_per_ip)
+        self.new_sessions_per_ip = float(new_sessions_per_ip)  # a minute
         # Sites besides this one whose pages may drive its apps ("https://app.example.com").
         if interactions_per_second < 0:
             raise ValueError("interactions_per_second must be >= 0 (0: no limit)")
@@ -261,6 +238,9 @@ class Runner(Starlette):
         ref = self._register(obj)
         config = self.config
         http_only = config.http_only if http_only is None else http_only
+        parano = config.parano if parano is None else parano
+        if parano:
+            _require_cryptography()
         interaction_timeout = (
             config.timeout_interaction if timeout_interaction is None else timeout_interaction
         )
@@ -285,6 +265,7 @@ class Runner(Starlette):
             "session": {"id": session_id, "store": self.session_store.describe()},
             "options": {
                 "debug": config.debug,
+                "parano": parano,
                 "timeout_interaction": interaction_timeout,
                 "timeout_inactivity": inactivity_timeout,
                 "interactions_per_second": self.interactions_per_second,
@@ -293,8 +274,14 @@ class Runner(Starlette):
         refresh_session_cookie(request)  # an active user's cookie does not expire
         try:
             reply = await self.gateway.render(
-                ref, session_id, message, _worker_deadline(interaction_timeout)
+                ref,
+                session_id,
+                message,
+                _worker_deadline(interaction_timeout),
+                self._client_limits(request),
             )
+        except ClientLimited as exc:
+            return self._error_page(f"{exc}: try again later.", 429)
         except (AppTimeout, AppDied):
             return self._error_page(MESSAGE_TIMEOUT.format(seconds=interaction_timeout), 504)
         except AppProcessError as exc:
@@ -303,6 +290,21 @@ class Runner(Starlette):
         if "html" not in reply:
             return self._error_page(reply.get("error", "") if config.debug else MESSAGE_ENDED, 500)
         return HTMLResponse(reply["html"])
+
+    def _client_limits(self, request: Request) -> dict[str, Any] | None:
+        """The per-IP limits of this page load, if any is on.
+
+        The address is the one uvicorn gives, which honours its trusted-proxy setting
+        (--forwarded-allow-ips): X-Forwarded-For counts only from trusted proxies.
+        """
+        if not (self.max_processes_per_ip or self.new_sessions_per_ip):
+            return None
+        return {
+            "ip": request.client.host if request.client else "",
+            "new_session": request.scope.get(COOKIE_SCOPE_KEY) == "new",
+            "max_processes": self.max_processes_per_ip,
+            "new_sessions_per_minute": self.new_sessions_per_ip,
+        }
 
     def _error_page(self, text: str, status: int) -> HTMLResponse:
         body = f"<!DOCTYPE html><title>htagweb</title><p>{html.escape(text)}</p>"
@@ -327,19 +329,21 @@ class Runner(Starlette):
         if refused:
             logger.warning("refused an interaction: %s", refused)
             return JSONResponse({"err": "cross-site requests are refused"}, status_code=403)
+        limit = self.max_message_bytes
         try:
-            payload = parse_interaction(await _read_body(request, MAX_INTERACTION_BYTES))
+            parsed = parse_message(await _read_body(request, limit), limit)
         except InvalidInteraction as exc:
-            return JSONResponse({"err": f"bad interaction: {exc}"}, status_code=400)
+            status = 413 if exc.too_large else 400
+            return JSONResponse({"err": f"bad interaction: {exc}"}, status_code=status)
         session_id = request.scope[SESSION_SCOPE_KEY]
         await self.gateway.start()
         path = self.gateway.app_socket(session_id, fqn)
-        message = {
-            "op": "interact",
-            "instance": request.query_params.get("i"),
-            "page": page_of(request.query_params),
-            "payload": payload,
-        }
+        page = page_of(request.query_params)
+        if "hello" in parsed:  # parano mode: the page's keys
+            message = {"op": "handshake", "page": page, "hello": parsed["hello"]}
+        else:
+            message = {"op": "interact", "instance": request.query_params.get("i"), "page": page}
+            message.update(parsed)
         timeout = self.gateway.timeout_of(path, self.config.timeout_interaction)
         try:
             reply = await self.gateway.call_app(path, message, _worker_deadline(timeout))
@@ -360,9 +364,12 @@ class Runner(Starlette):
             logger.error("interaction with %s failed: %s", fqn, reply["error"])
             text = reply["error"] if self.config.debug else MESSAGE_FAILED
             return JSONResponse({"err": text}, status_code=500)
-        if "actions" not in reply:
+        if reply.get("rekey"):
+            return JSONResponse({"rekey": True}, status_code=409)
+        down = _to_browser(reply)
+        if down is None or down.get("reload"):  # no answer: not a live page
             return JSONResponse({"reload": True}, status_code=410)
-        return Response(json.dumps(reply["actions"]), media_type="application/json")
+        return Response(json.dumps(down), media_type="application/json")
 
     async def _interact_ws(self, websocket: WebSocket) -> None:
         fqn = websocket.path_params["fqn"]
@@ -385,10 +392,18 @@ class Runner(Starlette):
             await websocket.close(WS_CLOSE_APP_GONE, "no app for this page")
             return
         await websocket.accept()
-        bridge = _SocketBridge(websocket, reader, writer, self.config.timeout_interaction)
+        bridge = _SocketBridge(
+            websocket, reader, writer, self.config.timeout_interaction, self.max_message_bytes
+        )
         params = websocket.query_params
+        attach = {
+            "op": "attach",
+            "instance": params.get("i"),
+            "page": page_of(params),
+            "refresh": params.get("r") == "1",
+        }
         try:
-            await bridge.run(params.get("i"), page_of(params), params.get("r") == "1")
+            await bridge.run(attach, sealed=params.get("s") == "1")
         finally:
             writer.close()
         if bridge.timed_out:
@@ -406,15 +421,6 @@ class Runner(Starlette):
             return PlainTextResponse("cross-site requests are refused", status_code=403)
         session_id = request.scope[SESSION_SCOPE_KEY]
         await self.gateway.start()
-        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # nginx: no buffering
-        try:
-            reader, writer = await asyncio.open_unix_connection(
-                self.gateway.app_socket(session_id, fqn)
-            )
-        except OSError:
-            return Response(
-                _event({"reload": True}), media_type="text/event-stream", headers=headers
-            )
         params = request.query_params
         attach = {
             "op": "attach",
@@ -423,14 +429,21 @@ class Runner(Starlette):
             "refresh": params.get("r") == "1",
             "rid": 0,
         }
-        writer.write(encode_frame(attach))
         return StreamingResponse(
-            self._event_stream(reader, writer), media_type="text/event-stream", headers=headers
+            self._event_stream(self.gateway.app_socket(session_id, fqn), attach),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},  # nginx: unbuffered
         )
 
-    async def _event_stream(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> AsyncIterator[str]:
+    async def _event_stream(self, path: str, attach: dict[str, Any]) -> AsyncIterator[str]:
+        # The connection is opened here, not before the response starts, so that it is
+        # closed by this generator's end whatever ends the response.
+        try:
+            reader, writer = await asyncio.open_unix_connection(path)
+        except OSError:
+            yield _event({"reload": True})
+            return
+        writer.write(encode_frame(attach))
         stopping = asyncio.ensure_future(stopping_event().wait())
         next_frame = asyncio.ensure_future(read_frame(reader))
         heartbeat = self.heartbeat or None
@@ -443,7 +456,8 @@ class Runner(Starlette):
                 if stopping.done():
                     return  # the page reconnects to whichever server comes next
                 if not next_frame.done():
-                    yield ": heartbeat\n\n"
+                    # An event, not a comment: the page sees it, and knows the stream lives.
+                    yield "event: ping\ndata: \n\n"
                     continue
                 try:
                     message = next_frame.result()
@@ -494,8 +508,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise InvalidInteraction(f"over {limit} bytes")
+            raise InvalidInteraction(f"over {limit} bytes", too_large=True)
     return bytes(body)
+
+
+def _require_cryptography() -> None:
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "parano mode needs the cryptography package: pip install 'htagweb[parano]'"
+        ) from None
 
 
 def _event(data: dict[str, Any]) -> str:
@@ -506,11 +529,18 @@ def _to_browser(message: dict[str, Any]) -> dict[str, Any] | None:
     """What the page receives for a frame its app process pushed or answered."""
     if message.get("reload"):
         return {"reload": True}
-    if "actions" in message:
-        return dict(message["actions"])
     if "error" in message:  # logged by the app process
         return {"err": MESSAGE_FAILED}
-    return None  # {"ok": true}, the answer to attach
+    if not ({"hello", "sealed", "actions"} & message.keys()):
+        return None  # {"ok": true}, the answer to a plain attach
+    down: dict[str, Any] = {}  # empty actions are an answer too: the click changed nothing
+    if "hello" in message:  # parano: the app process's public key
+        down["hello"] = message["hello"]
+    if "sealed" in message:
+        down.update(message["sealed"])
+    elif "actions" in message:
+        down.update(message["actions"])
+    return down
 
 
 def _worker_deadline(timeout_interaction: float) -> float | None:
@@ -531,18 +561,26 @@ class _SocketBridge:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         timeout_interaction: float,
+        max_message_bytes: int,
     ) -> None:
         self.websocket = websocket
+        self.max_message_bytes = max_message_bytes
         self.reader = reader
         self.writer = writer
         self.timeout_interaction = timeout_interaction
-        self.sent_at: collections.deque[float] = collections.deque()  # unanswered requests
+        # Unanswered interactions: when each was sent, and its number (seq) if it has one.
+        self.sent_at: collections.deque[tuple[float, Any]] = collections.deque()
         self.sent = asyncio.Event()
         self.timed_out = False
         self.browser_left = False
 
-    async def run(self, instance: str | None, page: str | None, refresh: bool) -> None:
-        attach = {"op": "attach", "instance": instance, "page": page, "refresh": refresh}
+    async def run(self, attach: dict[str, Any], sealed: bool) -> None:
+        """Bridge until either side leaves; `sealed`: parano, the page's keys come first."""
+        if sealed:
+            hello = await self._hello()
+            if hello is None:
+                return
+            attach["hello"] = hello
         self.writer.write(encode_frame({**attach, "rid": 0}))
         tasks = [
             asyncio.ensure_future(self._downstream()),
@@ -563,6 +601,17 @@ class _SocketBridge:
                 await self.websocket.send_text(json.dumps({"err": text}))
             await self.websocket.close(WS_CLOSE_APP_GONE, "the app ended")
 
+    async def _hello(self) -> str | None:
+        """The public key a parano page sends first; None if it left or sent something else."""
+        with contextlib.suppress(WebSocketDisconnect, InvalidInteraction):
+            text = await self.websocket.receive_text()
+            hello = parse_message(text, self.max_message_bytes).get("hello")
+            if hello is not None:
+                return str(hello)
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await self.websocket.close(WS_CLOSE_POLICY, "a key exchange was expected")
+        return None
+
     async def _upstream(self) -> None:
         rid = 0
         while True:
@@ -577,14 +626,20 @@ class _SocketBridge:
             try:
                 if text is None:
                     raise InvalidInteraction("interactions are text frames")
-                payload = parse_interaction(text)
+                parsed = parse_message(text, self.max_message_bytes)
+                if "hello" in parsed:
+                    raise InvalidInteraction("keys are agreed once, when the socket opens")
             except InvalidInteraction as exc:
+                if exc.too_large:
+                    await self.websocket.close(WS_CLOSE_TOO_BIG, "message too big")
+                    self.browser_left = True
+                    return
                 await self.websocket.send_text(json.dumps({"err": f"bad interaction: {exc}"}))
                 continue
             rid += 1
-            self.sent_at.append(time.monotonic())
+            self.sent_at.append((time.monotonic(), parsed.get("payload", {}).get("seq")))
             self.sent.set()
-            self.writer.write(encode_frame({"op": "interact", "payload": payload, "rid": rid}))
+            self.writer.write(encode_frame({"op": "interact", **parsed, "rid": rid}))
             await self.writer.drain()
 
     async def _downstream(self) -> None:
@@ -592,8 +647,9 @@ class _SocketBridge:
             while (message := await read_frame(self.reader)) is not None:
                 if "timeout_interaction" in message:  # the app process's own deadline
                     self.timeout_interaction = float(message["timeout_interaction"])
+                seq = None
                 if message.get("rid") and self.sent_at:
-                    self.sent_at.popleft()
+                    seq = self.sent_at.popleft()[1]
                 if message.get("limited"):
                     await self.websocket.send_text(json.dumps({"err": MESSAGE_LIMITED}))
                     await self.websocket.close(WS_CLOSE_POLICY, "too many interactions")
@@ -601,6 +657,8 @@ class _SocketBridge:
                     return
                 down = _to_browser(message)
                 if down is not None:
+                    if seq is not None and "seq" not in down and "c" not in down:
+                        down["seq"] = seq  # an error answer: the page stops waiting for it
                     await self.websocket.send_text(json.dumps(down))
 
     async def _watchdog(self) -> None:
@@ -610,7 +668,7 @@ class _SocketBridge:
                 self.sent.clear()
                 await self.sent.wait()
                 continue
-            overdue = time.monotonic() - self.sent_at[0] - deadline
+            overdue = time.monotonic() - self.sent_at[0][0] - deadline
             if overdue >= 0:
                 self.timed_out = True
                 return

@@ -9,10 +9,12 @@ sets an event that the streams watch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import threading
+import weakref
 from types import FrameType
 from typing import Any
 
@@ -20,29 +22,34 @@ logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_stopping: asyncio.Event | None = None
+_events: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def stopping_event() -> asyncio.Event:
-    """An event set when this process is told to stop (call it from the serving loop)."""
-    global _stopping
-    if _stopping is None:
-        _stopping = asyncio.Event()
+    """An event set when this process is told to stop (one per event loop)."""
+    loop = asyncio.get_running_loop()
+    event = _events.get(loop)
+    if event is None:
+        event = _events[loop] = asyncio.Event()
         if threading.current_thread() is threading.main_thread():
-            loop = asyncio.get_running_loop()
             for signum in STOP_SIGNALS:
-                _chain(signum, loop, _stopping)
+                _chain(signum, loop, event)
         else:  # signals only reach the main thread: streams then end with their client
             logger.debug("not in the main thread: streams will not see the server stop")
-    return _stopping
+    return event
 
 
 def _chain(signum: int, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
     previous = signal.getsignal(signum)
 
     def handle(received: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(event.set)
-        _call_previous(previous, received, frame)
+        try:
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(event.set)
+        finally:
+            _call_previous(previous, received, frame)
 
     signal.signal(signum, handle)
 

@@ -25,6 +25,7 @@ Signals: SIGTERM, SIGINT and SIGHUP stop it, like its master's end does.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -42,11 +43,25 @@ from .appref import AppRef
 from .ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
 from .launchers import Launcher, LaunchError, make_launcher
 from .runtime import ServerDir, log_to_stderr, process_alive, remove_stale_server_dirs
+from .security import RateLimit
 
 logger = logging.getLogger(__name__)
 
 MASTER_POLL_INTERVAL = 1.0  # only where pidfd_open is missing
 LOAD_GRACE = 120.0  # a page load whose worker never said "loaded" is evictable after this
+MAX_TRACKED_ADDRESSES = 100_000  # client addresses whose new-session rate is followed
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+class ClientLimited(Exception):
+    """A per-IP limit refuses this page load."""
 
 
 @dataclass
@@ -58,6 +73,7 @@ class AppProcessRecord:
     socket: Path
     launcher: Launcher
     loading_since: float | None = None  # a page load is under way: not to be evicted
+    client_ip: str = ""  # the address whose page load started it (for per-IP limits)
 
     def evictable(self) -> bool:
         return self.loading_since is None or time.monotonic() - self.loading_since > LOAD_GRACE
@@ -85,6 +101,7 @@ class Supervisor:
         self._socket_owner: dict[Path, int] = {}  # which process answers at each socket path
         self.retired: list[Launcher] = []
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._new_sessions: collections.OrderedDict[str, RateLimit] = collections.OrderedDict()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -162,6 +179,8 @@ class Supervisor:
             reply = await self._dispatch(message)
         except LaunchError as exc:
             reply = {"error": str(exc)}
+        except ClientLimited as exc:
+            reply = {"limited": str(exc)}
         except Exception as exc:
             logger.exception("supervisor request %r failed", message.get("op"))
             reply = {"error": f"supervisor error: {exc}"}
@@ -174,7 +193,10 @@ class Supervisor:
         op = message.get("op")
         if op == "ensure":
             started = await self.ensure(
-                AppRef.from_json(message["app"]), message["key"], bool(message.get("stale"))
+                AppRef.from_json(message["app"]),
+                message["key"],
+                bool(message.get("stale")),
+                message.get("client"),
             )
             return {"socket": str(started.socket), "pid": started.pid}
         if op == "prepare":
@@ -212,9 +234,17 @@ class Supervisor:
             lock = self._locks[name] = asyncio.Lock()
         return lock
 
-    async def ensure(self, ref: AppRef, key: str, stale: bool) -> AppProcessRecord:
-        """The live process of `key`, started (or restarted when stale or outdated)."""
+    async def ensure(
+        self, ref: AppRef, key: str, stale: bool, client: dict[str, Any] | None = None
+    ) -> AppProcessRecord:
+        """The live process of `key`, started (or restarted when stale or outdated).
+
+        `client` carries per-IP limits for a page load: {"ip", "new_session",
+        "max_processes", "new_sessions_per_minute"}; past one, ClientLimited.
+        """
         async with self._lock(key):
+            if client and client.get("new_session"):
+                self._admit_new_session(client)
             record = self.processes.get(key)
             # Versions only move forward: workers that imported the app before a deploy
             # must not bring the old code back.
@@ -223,6 +253,8 @@ class Supervisor:
                 record = None
             if record is not None:
                 return record
+            if client:
+                self._admit_new_process(client)
             launcher = await self._launcher_for(ref)
             socket_path = self.server_dir.app_socket(key)
             spares = self.spares.get(ref.fqn)
@@ -238,6 +270,7 @@ class Supervisor:
                 record = AppProcessRecord(key, pid, ref.fqn, ref.version, socket_path, launcher)
                 self.by_pid[pid] = record
             self._socket_owner[socket_path] = record.pid
+            record.client_ip = str(client.get("ip", "")) if client else ""
             record.loading_since = time.monotonic()
             with contextlib.suppress(OSError):
                 os.utime(socket_path)  # the most recently used from now on
@@ -245,6 +278,30 @@ class Supervisor:
             self._replenish(launcher)
             logger.debug("app process %s serves %s", record.pid, ref.fqn)
             return record
+
+    def _admit_new_process(self, client: dict[str, Any]) -> None:
+        limit = int(client.get("max_processes") or 0)
+        ip = str(client.get("ip", ""))
+        # Counted from /proc: the notice that a process ended may still be on its way.
+        live = sum(r.client_ip == ip and _running(r.pid) for r in self.processes.values())
+        if limit > 0 and live >= limit:
+            logger.warning("refused a new app process for %s: %s live already", ip, limit)
+            raise ClientLimited("too many apps open from this address")
+
+    def _admit_new_session(self, client: dict[str, Any]) -> None:
+        per_minute = float(client.get("new_sessions_per_minute") or 0)
+        if per_minute <= 0:
+            return
+        ip = str(client.get("ip", ""))
+        bucket = self._new_sessions.get(ip)
+        if bucket is None or bucket.rate != per_minute / 60:
+            bucket = self._new_sessions[ip] = RateLimit(per_minute / 60, capacity=per_minute)
+        self._new_sessions.move_to_end(ip)
+        while len(self._new_sessions) > MAX_TRACKED_ADDRESSES:
+            self._new_sessions.popitem(last=False)  # the longest quiet: its bucket is full
+        if not bucket.allow():
+            logger.warning("refused a new session for %s: over %s a minute", ip, per_minute)
+            raise ClientLimited("too many new sessions from this address")
 
     def page_loaded(self, key: str) -> None:
         """The page is served: the process may be evicted, and a crowd's overshoot trimmed."""

@@ -123,10 +123,22 @@ class ServerProcess:
             start_new_session=True,
         )
         threading.Thread(target=self._read_output, daemon=True).start()
-        if not self._ready.wait(STARTUP_TIMEOUT) or self.process.poll() is not None:
+        if not self._ready.wait(STARTUP_TIMEOUT) or not self._accepting():
             self.stop()
             raise AssertionError("server did not start:\n" + self.log)
         return self
+
+    def _accepting(self) -> bool:
+        """Whether the port takes connections: uvicorn says its app started before it listens."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while self.process is not None and self.process.poll() is None:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)  # the listening socket gives no other sign
+        return False
 
     def _read_output(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -261,10 +273,13 @@ class User:
                 return c.post(url, json=payload, headers={"Connection": "close"})
         return self.http.post(url, json=payload)
 
-    def websocket(self, page: Page) -> Any:
+    def websocket(self, page: Page, extra: str = "") -> Any:
+        """A WebSocket to the page's app; `extra`: more query parameters ("&p=...")."""
         from websockets.sync.client import connect
 
-        ws_url = self.base_url.replace("http", "ws", 1) + f"{page.endpoint}?i={page.instance}"
+        ws_url = (
+            self.base_url.replace("http", "ws", 1) + f"{page.endpoint}?i={page.instance}{extra}"
+        )
         cookie = "; ".join(f"{k}={v}" for k, v in self.http.cookies.items())
         return connect(ws_url, additional_headers={"Cookie": cookie}, open_timeout=30)
 

@@ -5,6 +5,7 @@ Screenshots (normal, busy, reconnecting) are saved under artifacts/screenshots/.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -147,10 +148,11 @@ def test_a_click_in_flight_when_the_socket_dies_is_applied_once(serve_forked, ne
     assert server.log.count("slow click started") == 1
 
 
+@pytest.mark.parametrize("parano", ["0", "1"])
 def test_behind_a_proxy_refusing_websockets_the_page_falls_back_to_http(
-    serve_forked, new_page, nginx
+    serve_forked, new_page, nginx, parano
 ):
-    server = serve_forked(COUNTER)
+    server = serve_forked(COUNTER, env={"COUNTER_PARANO": parano})
     proxy = nginx(f"""
         location / {{
             if ($http_upgrade) {{ return 403; }}
@@ -169,7 +171,7 @@ def test_behind_a_proxy_refusing_websockets_the_page_falls_back_to_http(
     expect(page.locator(".count")).to_have_text("301")
     page.click(".inc")
     expect(page.locator(".count")).to_have_text("302")
-    assert len(posts) == 3
+    assert len(posts) == (4 if parano == "1" else 3)  # parano: a key exchange first
     assert '" 403 ' in proxy.access_log  # the WebSocket was tried, and refused
 
 
@@ -242,3 +244,32 @@ def test_the_heartbeat_keeps_an_idle_socket_open_behind_a_proxy(
         assert len(sockets) >= 2  # the proxy did cut the idle socket
     else:
         assert len(sockets) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_full_parano_session_is_sealed_on_the_wire(serve_forked, new_page, mode):
+    server = serve_forked(COUNTER, env={**MODES[mode], "COUNTER_PARANO": "1"})
+    page = new_page()
+    wire: list[str] = []  # every interaction message, answer and push the page saw
+
+    def watch(socket):
+        socket.on("framesent", lambda payload: wire.append(str(payload)))
+        socket.on("framereceived", lambda payload: wire.append(str(payload)))
+
+    page.on("websocket", watch)
+    page.on("request", lambda r: r.method == "POST" and wire.append(r.post_data or ""))
+    page.on(
+        "response",
+        lambda r: "/_/" in r.url and r.request.method == "POST" and wire.append(r.text()),
+    )
+    page.goto(server.url)
+    for expected in ("1", "2"):
+        page.click(".inc")
+        expect(page.locator(".count")).to_have_text(expected)
+    page.click(".ticks")  # pushes, sealed too
+    expect(page.locator(".count")).to_have_text("302")
+    messages = [json.loads(m) for m in wire if m not in ("ping", "pong")]
+    assert len(messages) >= 6
+    assert all(set(m) <= {"hello", "c", "d", "ch"} for m in messages), messages
+    assert sum("hello" in m for m in messages) == 2  # one key exchange each way
+    assert not any('"update"' in m or "__on__" in m for m in wire)  # quotes: not in base64

@@ -7,7 +7,7 @@ import re
 import sys
 
 import pytest
-from support import User, text_of_class
+from support import User, text_of_class, wait_for_exit
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 GUARDED = [sys.executable, "-m", "uvicorn", "guarded_server:app", "--port", "{port}"]
@@ -133,3 +133,59 @@ def test_interactions_past_the_rate_limit_get_429_or_a_closed_socket(serve_forke
         while True:
             ws.recv(timeout=10)
     assert closed.value.rcvd.code == 1008 and closed.value.rcvd.reason == "too many interactions"
+
+
+COUNTER = [sys.executable, "-m", "uvicorn", "counter_server:app", "--port", "{port}"]
+
+
+def test_live_processes_per_ip_are_limited_when_asked(serve_forked):
+    server = serve_forked(COUNTER, env={"COUNTER_MAX_PER_IP": "2"})
+    first, second, third = User(server.url), User(server.url), User(server.url)
+    first.get()
+    second.get()
+    refused = third.http.get("/")
+    assert refused.status_code == 429 and "too many apps open from this address" in refused.text
+    first_page = first.get()  # a user whose process lives reloads as before
+    first.post(first_page, first_page.click("exit"))  # tag.exit(): one process fewer
+    assert wait_for_exit(int(first_page.text_of("pid")), 15)
+    assert third.get().text_of("count") == "0"
+
+
+def test_new_sessions_per_ip_are_limited_when_asked(serve_forked):
+    server = serve_forked(COUNTER, env={"COUNTER_NEW_SESSIONS_PER_IP": "3"})
+    users = [User(server.url) for _ in range(3)]
+    for user in users:
+        user.get()
+    refused = User(server.url).http.get("/")
+    assert refused.status_code == 429 and "too many new sessions" in refused.text
+    assert users[0].get().text_of("count") == "0"  # known sessions are not new ones
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_per_ip_limits_see_the_client_behind_a_trusted_proxy_only(serve_forked, trusted):
+    proxy_option = ["--forwarded-allow-ips", "127.0.0.1"] if trusted else ["--no-proxy-headers"]
+    server = serve_forked([*COUNTER, *proxy_option], env={"COUNTER_MAX_PER_IP": "1"})
+
+    def load(address: str) -> int:
+        return User(server.url).http.get("/", headers={"X-Forwarded-For": address}).status_code
+
+    assert load("10.0.0.1") == 200
+    assert load("10.0.0.2") == (200 if trusted else 429)
+    assert load("10.0.0.1") == 429
+
+
+def test_message_size_is_an_option_for_posts_and_websockets(serve_forked):
+    server = serve_forked(COUNTER, env={"COUNTER_MAX_MESSAGE": "2000"})
+    user = User(server.url)
+    page = user.get()
+    big = {**page.click("inc"), "kargs": {"x": "y" * 3000}}
+    response = user.post(page, big)
+    assert response.status_code == 413 and "over 2000 bytes" in response.text
+    with user.websocket(page) as ws:
+        ws.send(json.dumps(page.click("inc")))
+        assert ">1<" in ws.recv(timeout=10)
+        ws.send(json.dumps(big))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1009
+    assert ">2<" in user.post(page, page.click("inc")).text  # the app goes on

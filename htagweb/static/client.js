@@ -15,8 +15,13 @@
 // The page's actions are only ever those the server's htag renderer sent (parsed as
 // JSON, never evaluated here); htag's action() runs their scripts.
 //
+// In parano mode (data-parano="1") every interaction, answer and push is sealed with
+// AES-256-GCM under keys agreed by ECDH P-256 for each connection (WebCrypto); see
+// htagweb/parano.py for the protocol.
+//
 // Settings come from this file's own <script> tag: data-endpoint, data-mode,
-// data-instance (the app instance the page shows), data-heartbeat (seconds, 0: none).
+// data-instance (the app instance the page shows), data-heartbeat (seconds, 0: none),
+// data-parano.
 (function () {
   "use strict";
 
@@ -29,12 +34,14 @@
   const endpoint = settings.endpoint;
   const heartbeatMs = Number(settings.heartbeat || 0) * 1000;
   const pageId = randomId();
+  const parano = settings.parano === "1";
 
   let instance = settings.instance;
   let mode = settings.mode; // "ws" or "http"; "ws" becomes "http" when it cannot work
   let gone = false; // the app behind this page ended: the next interaction reloads
   let connectedOnce = false; // reconnections ask for the current tree (r=1)
-  let retries = 0; // failed attempts since the last connection that worked
+  // Failed attempts since the last success: of the socket or event stream, of POSTs.
+  const attempts = { stream: 0, post: 0 };
 
   const outbox = []; // {seq, text, done}: not answered yet, in order
   let lastSeq = 0;
@@ -51,12 +58,13 @@
     url.searchParams.set("i", instance);
     url.searchParams.set("p", pageId);
     if (reconnecting) url.searchParams.set("r", "1");
+    if (parano && scheme === "ws") url.searchParams.set("s", "1"); // keys first
     return url.toString();
   }
 
-  function backoff() {
-    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_FIRST_MS * 2 ** retries);
-    retries += 1;
+  function backoff(channel) {
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_FIRST_MS * 2 ** attempts[channel]);
+    attempts[channel] += 1;
     return ceiling / 2 + (Math.random() * ceiling) / 2; // jitter: pages do not return in step
   }
 
@@ -129,18 +137,31 @@ body.htagweb-busy::after {
 
   // -- answers, pushes -----------------------------------------------------------------
 
+  function markGone() {
+    // The app behind this page ended: nothing waits for an answer or a connection now.
+    gone = true;
+    while (outbox.length) outbox.shift().done();
+    watchBusy();
+    look.streamDown = look.postFailing = false;
+    show();
+  }
+
   function reloadOnce() {
     // The app process behind this page is gone: a page load starts a fresh one. Not in a
     // loop, though: with cookies blocked, every load would meet a gone process again.
-    gone = true;
+    markGone();
     let last = 0;
     try {
       last = Number(window.sessionStorage.getItem("htagweb-reload")) || 0;
-      window.sessionStorage.setItem("htagweb-reload", String(Date.now()));
     } catch (e) {
       // no storage: reload anyway, once per page
     }
     if (Date.now() - last > 10000) {
+      try {
+        window.sessionStorage.setItem("htagweb-reload", String(Date.now()));
+      } catch (e) {
+        // as above
+      }
       window.location.reload();
     } else {
       apply({ err: "The app is gone. Reload the page to start it again." });
@@ -153,6 +174,103 @@ body.htagweb-busy::after {
       watchBusy();
     }
     apply(message);
+  }
+
+  // -- parano: sealed messages -----------------------------------------------------------
+
+  const CHANNELS = { r: 2, p: 3 }; // answers, pushes (1: interactions)
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+
+  function toBase64(bytes) {
+    return btoa(String.fromCharCode(...new Uint8Array(bytes)));
+  }
+
+  function fromBase64(text) {
+    return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  }
+
+  function nonce(channel, counter) {
+    const bytes = new Uint8Array(12);
+    const view = new DataView(bytes.buffer);
+    view.setUint32(0, channel);
+    view.setUint32(4, Math.floor(counter / 2 ** 32));
+    view.setUint32(8, counter >>> 0);
+    return bytes;
+  }
+
+  // The keys and counters of one connection. hello() gives this side's public key,
+  // agree() takes the server's; seal() and open() then work, in order.
+  class Seal {
+    async hello() {
+      if (!window.crypto.subtle) throw new Error("parano mode needs https (or localhost)");
+      const curve = { name: "ECDH", namedCurve: "P-256" };
+      this.pair = await crypto.subtle.generateKey(curve, false, ["deriveBits"]);
+      this.raw = new Uint8Array(await crypto.subtle.exportKey("raw", this.pair.publicKey));
+      return toBase64(this.raw);
+    }
+
+    async agree(serverHello) {
+      const serverRaw = fromBase64(serverHello);
+      const curve = { name: "ECDH", namedCurve: "P-256" };
+      const serverKey = await crypto.subtle.importKey("raw", serverRaw, curve, false, []);
+      const shared = await crypto.subtle.deriveBits(
+        { name: "ECDH", public: serverKey }, this.pair.privateKey, 256);
+      const base = await crypto.subtle.importKey("raw", shared, "HKDF", false, ["deriveBits"]);
+      const salt = new Uint8Array(this.raw.length + serverRaw.length);
+      salt.set(this.raw);
+      salt.set(serverRaw, this.raw.length);
+      const info = encoder.encode("htagweb parano v1");
+      const bits = new Uint8Array(await crypto.subtle.deriveBits(
+        { name: "HKDF", hash: "SHA-256", salt, info }, base, 512));
+      const aes = (bytes, use) => crypto.subtle.importKey("raw", bytes, "AES-GCM", false, [use]);
+      this.toServer = await aes(bits.slice(0, 32), "encrypt");
+      this.fromServer = await aes(bits.slice(32), "decrypt");
+      this.sent = 0;
+      this.received = { r: 0, p: 0 };
+    }
+
+    async seal(text) {
+      this.sent += 1;
+      const c = this.sent;
+      const data = await crypto.subtle.encrypt(
+        { name: "AES-GCM", iv: nonce(1, c) }, this.toServer, encoder.encode(text));
+      return JSON.stringify({ c, d: toBase64(data) });
+    }
+
+    async open(message) {
+      const ch = message.ch;
+      if (!(ch in CHANNELS) || message.c !== this.received[ch] + 1) {
+        throw new Error("a sealed message out of order");
+      }
+      const plain = await crypto.subtle.decrypt(
+        { name: "AES-GCM", iv: nonce(CHANNELS[ch], message.c) }, this.fromServer,
+        fromBase64(message.d));
+      this.received[ch] = message.c;
+      return JSON.parse(decoder.decode(plain));
+    }
+  }
+
+  function cannotSeal(error) {
+    markGone(); // no keys, no interactions: plaintext would be refused anyway
+    apply({ err: error.message });
+  }
+
+  // Messages are opened one after the other (WebCrypto is asynchronous), in arrival order.
+  let opening = Promise.resolve();
+
+  function receiveFrom(seal, message) {
+    opening = opening.then(async () => {
+      if (!message.d) return receive(message); // plaintext: reload, errors, rekey
+      let actions;
+      try {
+        actions = await seal.open(message);
+      } catch (e) {
+        actions = { err: "a sealed message was refused: " + e.message };
+      }
+      receive(actions);
+    });
+    return opening;
   }
 
   function apply(actions) {
@@ -183,8 +301,8 @@ body.htagweb-busy::after {
       watchBusy();
       if (mode === "http") {
         pump();
-      } else if (socket && socket.readyState === WebSocket.OPEN) {
-        socket.send(item.text);
+      } else if (socket && socket.readyState === WebSocket.OPEN && (!parano || socketSeal)) {
+        sendOnSocket(socket, item);
       } // else it is sent when the socket opens again
     });
   };
@@ -192,23 +310,56 @@ body.htagweb-busy::after {
   // -- WebSocket -----------------------------------------------------------------------
 
   let socket = null;
-  let lastHeard = 0;
+  let socketSeal = null; // parano: the open socket's keys, once agreed
+  let sealing = Promise.resolve();
+  let pingSentAt = 0; // a ping not answered yet (0: none)
+
+  function sendOnSocket(ws, item) {
+    if (!parano) {
+      ws.send(item.text);
+      return;
+    }
+    const seal = socketSeal;
+    sealing = sealing.then(async () => {
+      const text = await seal.seal(item.text);
+      if (socket === ws) ws.send(text);
+    });
+  }
 
   function openSocket() {
     if (gone) return;
     const ws = new WebSocket(urlOf("ws", connectedOnce));
+    const seal = parano ? new Seal() : null;
     let opened = false;
     socket = ws;
     ws.onopen = function () {
       opened = connectedOnce = true;
-      retries = 0;
-      lastHeard = Date.now();
+      attempts.stream = 0;
+      pingSentAt = 0;
       setStreamDown(false);
-      for (const item of outbox) ws.send(item.text);
+      if (seal) {
+        seal.hello().then((hello) => ws.send(JSON.stringify({ hello })), cannotSeal);
+      } else {
+        for (const item of outbox) ws.send(item.text);
+      }
     };
     ws.onmessage = function (event) {
-      lastHeard = Date.now();
-      if (event.data !== "pong") receive(JSON.parse(event.data));
+      pingSentAt = 0; // anything heard answers the ping
+      if (event.data === "pong") return;
+      const message = JSON.parse(event.data);
+      if (!seal) {
+        receive(message);
+        return;
+      }
+      if (message.hello) {
+        opening = opening.then(async () => {
+          await seal.agree(message.hello);
+          if (socket !== ws) return;
+          socketSeal = seal;
+          for (const item of outbox) sendOnSocket(ws, item);
+        });
+      }
+      if (message.d || !message.hello) receiveFrom(seal, message);
     };
     ws.onclose = function (event) {
       if (socket === ws) socketLost(event.code, opened);
@@ -217,12 +368,14 @@ body.htagweb-busy::after {
 
   function socketLost(code, opened) {
     socket = null;
+    socketSeal = null;
     if (code === 4404 || gone) {
-      gone = true; // the app ended (or the server sent "reload" first)
-      setStreamDown(false);
+      markGone(); // the app ended (or the server sent "reload" first)
       return;
     }
-    if (!opened && (!connectedOnce || retries >= SOCKET_TRIES_BEFORE_FALLBACK)) {
+    // A socket that never opened on this page points at a proxy refusing WebSockets; one
+    // that did, at a server that is away, unless it keeps failing.
+    if (!opened && (!connectedOnce || attempts.stream >= SOCKET_TRIES_BEFORE_FALLBACK)) {
       openEvents(); // if HTTP works where the WebSocket does not, use HTTP from now on
     } else {
       retryLater(openSocket);
@@ -231,57 +384,112 @@ body.htagweb-busy::after {
 
   function retryLater(connect) {
     setStreamDown(true);
-    setTimeout(connect, backoff());
+    setTimeout(connect, backoff("stream"));
   }
 
   function beat() {
-    if (!socket || socket.readyState !== WebSocket.OPEN) return;
-    if (Date.now() - lastHeard > 2 * heartbeatMs + 5000) {
-      // Nothing heard, not even a pong: the connection died without a close.
-      const dead = socket;
-      socketLost(1006, true);
+    // Timers of hidden tabs may run once a minute: only a ping left unanswered for a whole
+    // period means a dead connection.
+    const now = Date.now();
+    const silent = pingSentAt && now - pingSentAt > Math.max(heartbeatMs, 5000);
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      if (silent) {
+        const dead = socket; // it died without a close: replace it
+        socketLost(1006, true);
+        dead.close();
+      } else {
+        if (!pingSentAt) pingSentAt = now;
+        socket.send("ping");
+      }
+    } else if (events && eventsHeardAt && now - eventsHeardAt > 2 * heartbeatMs + 5000) {
+      const dead = events; // the server's pings stopped: the stream died silently
+      events = null;
       dead.close();
-    } else {
-      socket.send("ping");
+      eventsFailed(true);
     }
   }
 
   // -- HTTP: POST for interactions, Server-Sent Events for pushes ----------------------
 
   let events = null;
+  let eventsHeardAt = 0; // the server pings the stream every heartbeat
   let posting = false;
+  let httpSeal = null; // parano: the keys agreed with the app for this page
+  let agreeing = null;
 
-  function openEvents() {
+  function agreeOverHttp() {
+    // Resolves to the page's keys, or null when the server could not be reached.
+    if (!agreeing) {
+      agreeing = (async () => {
+        const seal = new Seal();
+        let hello;
+        try {
+          hello = await seal.hello();
+        } catch (e) {
+          cannotSeal(e);
+          return null;
+        }
+        const answer = await post(JSON.stringify({ hello }));
+        if (answer && answer.hello) {
+          await seal.agree(answer.hello);
+          httpSeal = seal;
+          return seal;
+        }
+        if (answer) receive(answer); // reload, or an error
+        return null;
+      })().finally(() => {
+        agreeing = null;
+      });
+    }
+    return agreeing;
+  }
+
+  async function openEvents() {
     if (gone) return;
+    if (parano && !httpSeal && !(await agreeOverHttp())) {
+      eventsFailed(false);
+      return;
+    }
     const source = new EventSource(urlOf("http", connectedOnce));
     let opened = false;
     events = source;
     source.onopen = function () {
       opened = connectedOnce = true;
-      retries = 0;
+      attempts.stream = 0;
+      eventsHeardAt = Date.now();
       setStreamDown(false);
       if (mode !== "http") {
         mode = "http";
         pump(); // what waited for the WebSocket goes now
       }
     };
+    source.addEventListener("ping", function () {
+      eventsHeardAt = Date.now();
+    });
     source.onmessage = function (event) {
-      receive(JSON.parse(event.data));
+      eventsHeardAt = Date.now();
+      const message = JSON.parse(event.data);
+      if (parano && message.d) receiveFrom(httpSeal, message);
+      else receive(message);
     };
     source.addEventListener("ended", function () {
-      gone = true; // the app ended: no reconnection
       source.close();
+      markGone(); // the app ended: no reconnection
     });
     source.onerror = function () {
       source.close(); // reconnections are ours, with backoff
       if (events !== source || gone) return;
       events = null;
-      if (!opened && mode === "ws") {
-        retryLater(openSocket); // HTTP fails as well: the server is away
-      } else {
-        retryLater(openEvents);
-      }
+      eventsFailed(opened);
     };
+  }
+
+  function eventsFailed(opened) {
+    if (!opened && mode === "ws") {
+      retryLater(openSocket); // HTTP fails as well: the server is away
+    } else {
+      retryLater(openEvents);
+    }
   }
 
   async function pump() {
@@ -290,18 +498,33 @@ body.htagweb-busy::after {
     try {
       while (outbox.length && !gone) {
         const item = outbox[0];
-        const answer = await post(item.text);
+        let answer = null;
+        if (!parano) {
+          answer = await post(item.text);
+        } else if (httpSeal || (await agreeOverHttp())) {
+          if (item.sealedBy !== httpSeal) {
+            // Sealed once per key: sent again after a lost answer, it is the same message.
+            item.sealed = await httpSeal.seal(item.text);
+            item.sealedBy = httpSeal;
+          }
+          answer = await post(item.sealed);
+        }
         if (answer === null) {
           look.postFailing = true; // not delivered (or no answer): sent again
           show();
-          await new Promise((resolve) => setTimeout(resolve, backoff()));
+          await new Promise((resolve) => setTimeout(resolve, backoff("post")));
           continue;
         }
-        retries = 0;
+        attempts.post = 0;
         look.postFailing = false;
-        receive(answer);
+        if (answer.rekey) {
+          httpSeal = null; // the app lost this page's keys: agree on new ones
+          continue;
+        }
+        if (parano && answer.d) await receiveFrom(httpSeal, answer);
+        else receive(answer);
         if (outbox[0] === item) {
-          outbox.shift().done(); // an error answer carries no number
+          outbox.shift().done(); // answers from a proxy, or a 429, carry no number
           watchBusy();
         }
       }

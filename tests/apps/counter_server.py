@@ -17,6 +17,10 @@ app = Runner(
     max_processes=int(env("COUNTER_MAX_PROCESSES")) if env("COUNTER_MAX_PROCESSES") else None,
     interactions_per_second=float(env("COUNTER_RATE", "200")),
     heartbeat=float(env("COUNTER_HEARTBEAT", "25")),
+    parano=env("COUNTER_PARANO") == "1",
+    max_processes_per_ip=int(env("COUNTER_MAX_PER_IP", "0")),
+    new_sessions_per_ip=float(env("COUNTER_NEW_SESSIONS_PER_IP", "0")),
+    max_message_bytes=int(env("COUNTER_MAX_MESSAGE", str(1024 * 1024))),
 )
 
 
@@ -30,7 +34,12 @@ async def status(request):
     return JSONResponse(await request.app.gateway.status())
 
 
+async def parano_page(request):
+    return await request.app.handle(request, App, parano=True)
+
+
 app.add_route("/worker", worker_pid)
+app.add_route("/parano", parano_page)
 app.add_route("/status", status)
 
 if __name__ == "__main__":
