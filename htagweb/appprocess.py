@@ -175,6 +175,7 @@ class AppProcess:
                 _data_instance=instance,
                 _data_heartbeat=page.get("heartbeat", 0),
                 _data_parano="1" if self.parano else "0",
+                _data_boot=page.get("boot", ""),
             )
             with self._deadline():
                 renderer = HRenderer(

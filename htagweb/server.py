@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
@@ -115,6 +116,7 @@ class Runner(Starlette):
         max_message_bytes: int = MAX_INTERACTION_BYTES,
         max_processes_per_ip: int = 0,
         new_sessions_per_ip: float = 0,
+        dev_reload: bool = False,
         ssl: Any = None,
     ) -> None:
         self.config = Config(
@@ -146,6 +148,9 @@ class Runner(Starlette):
             raise ValueError("per-IP limits must be >= 0 (0: no limit)")
         self.max_processes_per_ip = int(max_processes_per_ip)
         self.new_sessions_per_ip = float(new_sessions_per_ip)  # a minute
+        # Development (python -m htagweb --reload): pages reload when this server process
+        # is replaced, which they learn from its boot id.
+        self.boot_id = secrets.token_hex(8) if dev_reload else ""
         # Sites besides this one whose pages may drive its apps ("https://app.example.com").
         if interactions_per_second < 0:
             raise ValueError("interactions_per_second must be >= 0 (0: no limit)")
@@ -172,6 +177,7 @@ class Runner(Starlette):
             debug=debug,
             routes=[
                 Route("/_htagweb/client.js", self._client_js, methods=["GET", "HEAD"]),
+                Route("/_htagweb/boot", self._boot, methods=["GET"]),
                 Route("/_/{fqn}", self._interact_http, methods=["POST"]),
                 Route("/_/{fqn}", self._events, methods=["GET"]),
                 WebSocketRoute("/_/{fqn}", self._interact_ws),
@@ -261,6 +267,7 @@ class Runner(Starlette):
                 "endpoint": f"{root_path}/_/{ref.fqn}",
                 "mode": "http" if http_only else "ws",
                 "heartbeat": self.heartbeat,
+                "boot": self.boot_id,
             },
             "session": {"id": session_id, "store": self.session_store.describe()},
             "options": {
@@ -309,6 +316,11 @@ class Runner(Starlette):
     def _error_page(self, text: str, status: int) -> HTMLResponse:
         body = f"<!DOCTYPE html><title>htagweb</title><p>{html.escape(text)}</p>"
         return HTMLResponse(body, status_code=status)
+
+    async def _boot(self, request: Request) -> Response:
+        if not self.boot_id:
+            return PlainTextResponse("not a development server", status_code=404)
+        return PlainTextResponse(self.boot_id, headers={"Cache-Control": "no-store"})
 
     async def _client_js(self, request: Request) -> Response:
         immutable = request.query_params.get("v") == CLIENT_JS_VERSION

@@ -21,7 +21,8 @@
 //
 // Settings come from this file's own <script> tag: data-endpoint, data-mode,
 // data-instance (the app instance the page shows), data-heartbeat (seconds, 0: none),
-// data-parano.
+// data-parano, data-boot (development: the id of the server process; when a new one
+// answers, the page reloads to show the new code).
 (function () {
   "use strict";
 
@@ -383,6 +384,7 @@ body.htagweb-busy::after {
   }
 
   function retryLater(connect) {
+    watchBoot();
     setStreamDown(true);
     setTimeout(connect, backoff("stream"));
   }
@@ -552,6 +554,30 @@ body.htagweb-busy::after {
     } catch (e) {
       return null; // the network failed
     }
+  }
+
+  // -- development: reload when the server was restarted with new code ---------------
+
+  let watchingBoot = false;
+
+  function watchBoot() {
+    if (!settings.boot || watchingBoot) return;
+    watchingBoot = true;
+    const url = endpoint.slice(0, endpoint.lastIndexOf("/_/")) + "/_htagweb/boot";
+    const check = async function () {
+      try {
+        const response = await fetch(url, { cache: "no-store" });
+        if (response.ok) {
+          if ((await response.text()) !== settings.boot) window.location.reload();
+          else watchingBoot = false; // the same server: only the connection dropped
+          return;
+        }
+      } catch (e) {
+        // the server is restarting
+      }
+      setTimeout(check, 200);
+    };
+    check();
   }
 
   window.addEventListener("DOMContentLoaded", function () {

@@ -1,0 +1,103 @@
+"""The Runner the development server serves, built in the serving process.
+
+With --reload, uvicorn imports `create` again in a fresh process after every change;
+the settings travel in environment variables set by the command line.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from .. import runtime
+from ..server import Runner
+from .folder import OPEN_PATH, ROOT_VARIABLE, FolderBrowser, served_root
+from .targets import DevError, load_app, split_target
+
+logger = logging.getLogger(__name__)
+
+TARGET_VARIABLE = "HTAGWEB_DEV_TARGET"
+OPTIONS_VARIABLE = "HTAGWEB_DEV_OPTIONS"  # JSON: debug, parano, http_only, reload
+
+
+def settings() -> tuple[Path, str, dict[str, Any]]:
+    options = json.loads(os.environ.get(OPTIONS_VARIABLE) or "{}")
+    return served_root(), os.environ.get(TARGET_VARIABLE, ""), options
+
+
+def build(root: Path, target: str, options: dict[str, Any]) -> Runner:
+    """The Runner for a target ("" : index.py's App, or the folder browser); DevError."""
+    debug = bool(options.get("debug"))
+
+    def runner_for(obj: Any) -> Runner:
+        return Runner(
+            obj,
+            debug=debug,
+            parano=bool(options.get("parano")),
+            http_only=bool(options.get("http_only")),
+            dev_reload=bool(options.get("reload")),
+        )
+
+    if target:
+        return runner_for(load_app(root, *split_target(target, root), debug=debug))
+    if (root / "index.py").is_file():
+        return runner_for(load_app(root, "index.py", "App", debug=debug))
+    runner = runner_for(FolderBrowser)
+
+    async def open_app(request: Request) -> Response:
+        relative = request.query_params.get("path", "")
+        name = request.query_params.get("name", "App")
+        try:
+            ref = load_app(root, relative, name, debug=debug)
+        except DevError as exc:
+            status = 403 if "only paths inside" in str(exc) else 404
+            return _error_page(str(exc), status)
+        return await runner.handle(request, ref)
+
+    runner.add_route(OPEN_PATH, open_app)
+    return runner
+
+
+def create() -> Starlette:
+    """uvicorn's factory: the Runner, or a page showing why there is none (after a reload)."""
+    root, target, options = settings()
+    if options.get("reload"):
+        # One supervisor per serving process: a reload starts the apps from fresh templates.
+        runtime.set_master_pid(os.getpid())
+    try:
+        return build(root, target, options)
+    except DevError as exc:
+        logger.error("htagweb: %s", exc)
+        return _broken_app(f"{exc} (fix it and save: the server reloads)")
+
+
+def _broken_app(message: str) -> Starlette:
+    """Until the next save: open pages reload into the error, which reloads itself."""
+    boot_id = secrets.token_hex(8)  # not the one open pages know: they reload
+
+    async def boot(request: Request) -> Response:
+        return PlainTextResponse(boot_id, headers={"Cache-Control": "no-store"})
+
+    async def explain(request: Request) -> Response:
+        return _error_page(message, 500, refresh=True)
+
+    return Starlette(routes=[Route("/_htagweb/boot", boot), Route("/{path:path}", explain)])
+
+
+def _error_page(text: str, status: int, refresh: bool = False) -> HTMLResponse:
+    again = '<meta http-equiv="refresh" content="1">' if refresh else ""
+    body = f"<!DOCTYPE html><title>htagweb</title>{again}<p class='error'>{html.escape(text)}</p>"
+    return HTMLResponse(body, status_code=status)
+
+
+__all__ = ["ROOT_VARIABLE", "build", "create"]

@@ -1,0 +1,151 @@
+"""`python -m htagweb`: every target form, the folder browser, refused paths, errors, --reload."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+from support import REPO_DIR, User
+
+APP = """
+from htag import Tag
+
+
+class App(Tag.div):
+    def init(self, **kwargs):
+        self.count = 0
+        self.shown = Tag.span("{label}", _class="count")
+        self += self.shown
+        self += Tag.button("+", _class="inc", _onclick=self.inc)
+
+    def inc(self, event):
+        self.count += 1
+        self.shown.clear(self.count)
+"""
+
+
+def write_app(path: Path, label: str = "hello") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(APP.replace("{label}", label))
+
+
+def devserver(*args: str) -> list[str]:
+    return [sys.executable, "-m", "htagweb", *args, "--port", "{port}"]
+
+
+def run_cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_DIR)}
+    return subprocess.run(
+        [sys.executable, "-m", "htagweb", *args, "--port", "1"],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def clicked(user: User, path: str = "/") -> str:
+    page = user.get(path)
+    return user.post(page, page.click("inc")).text
+
+
+@pytest.mark.parametrize("target", ["main:App", "main.py", "main", "main.App", ""])
+def test_every_target_form_serves_the_app_at_root(serve_forked, tmp_path, target):
+    write_app(tmp_path / ("index.py" if not target else "main.py"))
+    server = serve_forked(devserver(*([target] if target else [])), cwd=tmp_path)
+    user = User(server.url)
+    assert user.get().text_of("count") == "hello"
+    assert ">1<" in clicked(user)
+
+
+def test_a_folder_without_index_is_browsed_and_its_apps_open(serve_forked, tmp_path):
+    write_app(tmp_path / "games" / "dice.py")
+    (tmp_path / "notes.txt").write_text("not python")
+    (tmp_path / "helpers.py").write_text("x = 1\n")
+    server = serve_forked(devserver(), cwd=tmp_path)
+    user = User(server.url)
+    root = user.http.get("/").text
+    assert "games/" in root and "helpers.py" in root and "notes.txt" not in root
+    assert "/_dev/open" not in root  # helpers.py holds no htag app
+    listing = user.http.get("/", params={"dir": "games"}).text
+    assert "/_dev/open?path=games%2Fdice.py&amp;name=App" in listing
+    assert ">1<" in clicked(user, "/_dev/open?path=games/dice.py&name=App")
+
+
+def test_nothing_outside_the_folder_is_reachable(serve_forked, tmp_path):
+    served = tmp_path / "served"
+    outside = tmp_path / "outside"
+    write_app(served / "ok.py")
+    write_app(outside / "secret.py")
+    (served / "link.py").symlink_to(outside / "secret.py")
+    (served / "linkdir").symlink_to(outside, target_is_directory=True)
+    server = serve_forked(devserver(), cwd=served)
+    user = User(server.url)
+    for path in ["../outside/secret.py", str(outside / "secret.py"), "link.py",
+                 "linkdir/secret.py", "/etc/passwd", "ok.py/../../outside/secret.py"]:  # fmt: skip
+        response = user.http.get("/_dev/open", params={"path": path, "name": "App"})
+        assert response.status_code == 403, (path, response.status_code)
+        assert "only paths inside" in response.text
+    for folder in ["..", "linkdir", str(outside), "../outside"]:
+        page = user.http.get("/", params={"dir": folder}).text
+        assert "only paths inside" in page and "secret.py" not in page, folder
+    assert user.http.get("/_dev/open", params={"path": "nope.py"}).status_code == 404
+    assert ">1<" in clicked(user, "/_dev/open?path=ok.py&name=App")
+
+
+@pytest.mark.parametrize(
+    ("files", "target", "message"),
+    [
+        ({}, "nope.py", "htagweb: no file nope.py in "),
+        ({"bad.py": "x = (\n"}, "bad.py", "htagweb: bad.py, line 1: '(' was never closed"),
+        ({"plain.py": "App = 42\n"}, "plain.py", "htagweb: plain.py: App is not an htag Tag class"),
+        ({"main.py": APP}, "main:Nope", "htagweb: main.py has no 'Nope'"),
+        ({"boom.py": "raise RuntimeError('no db')\n"}, "boom",
+         "htagweb: boom.py failed on import: RuntimeError: no db"),
+    ],
+)  # fmt: skip
+def test_a_bad_target_gets_one_clear_line(tmp_path, files, target, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    result = run_cli(tmp_path, target)
+    assert result.returncode == 1
+    assert result.stderr.startswith(message), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "Traceback" in run_cli(tmp_path, target, "--debug").stderr  # unless asked
+
+
+def reloading_page(serve_forked, new_page, folder: Path):
+    """A browser page on `python -m htagweb main.py --reload`, showing "version 1"."""
+    write_app(folder / "main.py", "version 1")
+    server = serve_forked(devserver("main.py", "--reload"), cwd=folder)
+    page = new_page()
+    page.goto(server.url)
+    expect(page.locator(".count")).to_have_text("version 1")
+    return page
+
+
+def test_reload_shows_a_saved_change_in_the_open_page(serve_forked, new_page, tmp_path):
+    page = reloading_page(serve_forked, new_page, tmp_path)
+    write_app(tmp_path / "main.py", "version 2")
+    expect(page.locator(".count")).to_have_text("version 2", timeout=15_000)  # ~1 s measured
+    page.click(".inc")
+    expect(page.locator(".count")).to_have_text("1")
+
+
+def test_reload_shows_a_broken_save_in_the_page_then_the_fix(serve_forked, new_page, tmp_path):
+    page = reloading_page(serve_forked, new_page, tmp_path)
+    (tmp_path / "main.py").write_text("class App(:\n")
+    expect(page.locator(".error")).to_contain_text("main.py, line 1", timeout=15_000)
+    write_app(tmp_path / "main.py", "version 3")
+    expect(page.locator(".count")).to_have_text("version 3", timeout=15_000)
+
+
+def test_options_reach_the_server(serve_forked, tmp_path):
+    write_app(tmp_path / "main.py")
+    server = serve_forked(devserver("main.py", "--http-only", "--parano"), cwd=tmp_path)
+    page = User(server.url).get()
+    assert page.mode == "http" and 'data-parano="1"' in page.html
+    help_text = run_cli(tmp_path, "--help").stdout
+    for option in ("--host", "--port", "--http-only", "--parano", "--debug", "--reload"):
+        assert option in help_text
