@@ -7,6 +7,8 @@ page, or restart the server: the list is still there.
 python examples/state.py      then open http://localhost:8000
 """
 
+import html
+
 from htag import Tag
 
 from htagweb import Runner
@@ -35,7 +37,7 @@ class App(Tag.div):
     def show(self):
         self.items.clear()
         for item in self.state.get("items", []):
-            self.items += Tag.li(item)
+            self.items += Tag.li(html.escape(item))  # htag puts text in the page as is
 
 
 if __name__ == "__main__":

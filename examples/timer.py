@@ -26,13 +26,15 @@ class App(Tag.div):
         self.running = not self.running
 
     async def tick(self):
-        while True:
+        unseen = 0  # seconds without a page to show the clock to
+        while unseen < 60:  # the page was closed, or reloaded (a new App ticks for it)
             await asyncio.sleep(1)
             if self.running:
                 self.ticks += 1
                 self.clock.clear(time.strftime("%H:%M:%S"))
                 self.counter.clear(self.ticks)
-                await self.update()  # no browser event: the server pushes
+                # No browser event: the server pushes. False while no page shows this App.
+                unseen = 0 if await self.update() else unseen + 1
 
 
 if __name__ == "__main__":

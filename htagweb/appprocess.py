@@ -47,7 +47,7 @@ from .sessions import SessionStore, open_store
 from .sessions.views import AppSession
 
 if TYPE_CHECKING:
-    from .parano import PageCipher
+    from .parano import PageCipher, PageKeys
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ class AppProcess:
         self.timeout_inactivity = 0.0
         self.rate_limit = security.RateLimit(0)
         self.parano = False
-        # Parano mode: the keys of each page (of its current connection, for a WebSocket).
-        self._ciphers: collections.OrderedDict[str, PageCipher] = collections.OrderedDict()
+        self._keys: PageKeys | None = None  # parano mode: made at the first handshake
         self._lock = asyncio.Lock()
         # Connections of live pages (WebSocket, or an HTTP page's event stream).
         self._subscribers: dict[asyncio.StreamWriter, _Subscriber] = {}
@@ -210,9 +209,9 @@ class AppProcess:
                 logger.warning("refused a plaintext interaction (parano mode)")
                 return {"actions": {"err": PLAINTEXT_REFUSED}}
             return {"actions": await self._apply(message["payload"], message, writer, page)}
-        from .parano import SealError
+        from .parano import CounterError, SealError
 
-        cipher = self._ciphers.get(page) if isinstance(page, str) else None
+        cipher = self._keys.get(page) if self._keys and isinstance(page, str) else None
         if cipher is None:
             return {"rekey": True}  # keys lost (or never agreed): the page agrees on new ones
         answered = cipher.answer_again(sealed)
@@ -220,6 +219,11 @@ class AppProcess:
             return {"sealed": answered}
         try:
             payload = parse_interaction(cipher.open(sealed))
+        except CounterError as exc:
+            # A replay, or a page that sealed a message the server never opened (refused
+            # by a limit on the way): either way, only new keys can go on.
+            logger.warning("refused a sealed interaction: %s", exc)
+            return {"rekey": True}
         except (SealError, InvalidInteraction) as exc:
             logger.warning("refused a sealed interaction: %s", exc)
             return {"actions": {"err": REFUSED}}
@@ -295,16 +299,25 @@ class AppProcess:
         self._note_activity()
         page = message.get("page")
         page = page if isinstance(page, str) else None
+        if page is not None:
+            # A page has one live connection for pushes: an older one of the same page
+            # (half-open after a network change) gets none from now on, lest sealed pushes
+            # use up the new keys' counters.
+            for other, known in list(self._subscribers.items()):
+                if known.page == page:
+                    del self._subscribers[other]
         reply: dict[str, Any] = {"ok": True}
         if "hello" in message:  # a parano WebSocket: its keys come first
             reply = self._handshake(page, message["hello"])
             if "hello" not in reply:
                 return reply
         subscriber = _Subscriber(str(message.get("instance")), page)
-        self._subscribers[writer] = subscriber
         async with self._lock:  # a page load under way replaces the renderer
             if self.renderer is None:
                 return {"reload": True}
+            # Registered only now, with no wait before the answer is written: no push can
+            # reach the page before this answer (and its keys, in parano mode).
+            self._subscribers[writer] = subscriber
             stale = message.get("instance") != self.instance
             if stale or message.get("refresh"):
                 # A page that reconnects may have missed pushes: it gets the current tree
@@ -323,23 +336,22 @@ class AppProcess:
 
     def _handshake(self, page: Any, hello: Any) -> dict[str, Any]:
         """Parano mode: agree on keys with a page (its earlier keys are forgotten)."""
-        from .parano import PageCipher, SealError
+        from .parano import PageKeys, SealError
 
         if not isinstance(page, str) or not isinstance(hello, str):
             return {"error": "a handshake names its page and carries a public key"}
+        if self._keys is None:
+            self._keys = PageKeys(PAGES_REMEMBERED)
+        connected = {s.page for s in self._subscribers.values()}
         try:
-            cipher = PageCipher(hello)
+            cipher = self._keys.agree(page, hello, connected.__contains__)
         except SealError as exc:
             logger.warning("refused a handshake: %s", exc)
             return {"error": "bad handshake"}
-        self._ciphers[page] = cipher
-        self._ciphers.move_to_end(page)
-        while len(self._ciphers) > PAGES_REMEMBERED:
-            self._ciphers.popitem(last=False)
         return {"hello": cipher.hello}
 
     def _cipher_of(self, subscriber: _Subscriber) -> PageCipher | None:
-        return self._ciphers.get(subscriber.page) if subscriber.page else None
+        return self._keys.get(subscriber.page) if self._keys else None
 
     def _session(self, described: dict[str, Any]) -> AppSession:
         """This process's view of its user's session (one store connection per process)."""

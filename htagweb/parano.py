@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -40,6 +42,11 @@ MAX_COUNTER = 2**53  # exact in JavaScript numbers
 
 class SealError(ValueError):
     """A sealed message that cannot be accepted (forged, replayed, out of order, malformed)."""
+
+
+class CounterError(SealError):
+    """Not the counter due: a replay, or a page whose counters went out of step (it agrees
+    on new keys when told so)."""
 
 
 def _nonce(channel: int, counter: int) -> bytes:
@@ -78,7 +85,7 @@ class PageCipher:
         if type(counter) is not int or not isinstance(data, str):
             raise SealError("a sealed message has an integer 'c' and a string 'd'")
         if counter != self._received + 1:
-            raise SealError(f"counter {counter} where {self._received + 1} was due")
+            raise CounterError(f"counter {counter} where {self._received + 1} was due")
         try:
             plaintext = self._from_client.decrypt(
                 _nonce(CHANNEL_INTERACTION, counter), base64.b64decode(data, validate=True), None
@@ -109,3 +116,27 @@ class PageCipher:
         self._sent[channel] = counter
         data = self._to_client.encrypt(_nonce(channel, counter), plaintext, None)
         return {"c": counter, "d": base64.b64encode(data).decode(), "ch": name}
+
+
+class PageKeys:
+    """The keys of each page one app process serves, for at most `limit` pages.
+
+    A page agrees on new keys for each WebSocket it opens, and once for HTTP. Past the
+    limit the least recently keyed page without a live connection is forgotten first.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._ciphers: collections.OrderedDict[str, PageCipher] = collections.OrderedDict()
+
+    def agree(self, page: str, client_hello: str, connected: Callable[[str], bool]) -> PageCipher:
+        cipher = PageCipher(client_hello)  # SealError for a bad key
+        self._ciphers[page] = cipher
+        self._ciphers.move_to_end(page)
+        while len(self._ciphers) > self.limit:
+            idle = next((p for p in self._ciphers if not connected(p)), None)
+            self._ciphers.pop(idle if idle is not None else next(iter(self._ciphers)))
+        return cipher
+
+    def get(self, page: str | None) -> PageCipher | None:
+        return self._ciphers.get(page) if page else None

@@ -49,14 +49,25 @@ def server_master_pid() -> int:
     return os.getpid()
 
 
-def process_start_time(pid: int) -> str:
-    """The kernel's start time of `pid` (guards against pid reuse); "" where unknown."""
+def _stat_fields(pid: int) -> list[bytes]:
+    """The fields of /proc/<pid>/stat after the command name; [] where unknown."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            fields = stat_file.read().rsplit(b")", 1)[1].split()
-        return fields[19].decode()
+            return stat_file.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
-        return ""
+        return []
+
+
+def process_start_time(pid: int) -> str:
+    """The kernel's start time of `pid` (guards against pid reuse); "" where unknown."""
+    fields = _stat_fields(pid)
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
+def process_running(pid: int) -> bool:
+    """Whether `pid` runs: not ended, and not a zombie waiting for its parent."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] not in (b"Z", b"X")
 
 
 def process_alive(pid: int, start_time: str = "") -> bool:

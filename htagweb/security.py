@@ -10,6 +10,7 @@ This module imports nothing of the web stack: app processes use it.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 import weakref
 from collections.abc import Mapping
@@ -109,3 +110,17 @@ def origin_refusal(headers: Mapping[str, str], allowed_origins: frozenset[str]) 
     if origin in allowed_origins or parts.netloc.lower() == headers.get("host", "").lower():
         return None
     return f"cross-site request from {origin}"
+
+
+def address_group(host: str) -> str:
+    """What per-IP limits count as one client: an IPv4 address, or an IPv6 /64 (one
+    subscriber usually holds a whole /64, so single IPv6 addresses would not limit)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)

@@ -307,7 +307,7 @@ class Runner(Starlette):
         if not (self.max_processes_per_ip or self.new_sessions_per_ip):
             return None
         return {
-            "ip": request.client.host if request.client else "",
+            "ip": security.address_group(request.client.host if request.client else ""),
             "new_session": request.scope.get(COOKIE_SCOPE_KEY) == "new",
             "max_processes": self.max_processes_per_ip,
             "new_sessions_per_minute": self.new_sessions_per_ip,
@@ -541,6 +541,8 @@ def _to_browser(message: dict[str, Any]) -> dict[str, Any] | None:
     """What the page receives for a frame its app process pushed or answered."""
     if message.get("reload"):
         return {"reload": True}
+    if message.get("rekey"):  # parano: the page must agree on new keys
+        return {"rekey": True}
     if "error" in message:  # logged by the app process
         return {"err": MESSAGE_FAILED}
     if not ({"hello", "sealed", "actions"} & message.keys()):

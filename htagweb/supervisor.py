@@ -42,7 +42,13 @@ from typing import Any
 from .appref import AppRef
 from .ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
 from .launchers import Launcher, LaunchError, make_launcher
-from .runtime import ServerDir, log_to_stderr, process_alive, remove_stale_server_dirs
+from .runtime import (
+    ServerDir,
+    log_to_stderr,
+    process_alive,
+    process_running,
+    remove_stale_server_dirs,
+)
 from .security import RateLimit
 
 logger = logging.getLogger(__name__)
@@ -52,15 +58,7 @@ LOAD_GRACE = 120.0  # a page load whose worker never said "loaded" is evictable 
 MAX_TRACKED_ADDRESSES = 100_000  # client addresses whose new-session rate is followed
 
 
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return False
-
-
-class ClientLimited(Exception):
+class LimitReached(Exception):
     """A per-IP limit refuses this page load."""
 
 
@@ -102,6 +100,7 @@ class Supervisor:
         self.retired: list[Launcher] = []
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._new_sessions: collections.OrderedDict[str, RateLimit] = collections.OrderedDict()
+        self._starting: collections.Counter[str] = collections.Counter()  # forks, by address
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -179,7 +178,7 @@ class Supervisor:
             reply = await self._dispatch(message)
         except LaunchError as exc:
             reply = {"error": str(exc)}
-        except ClientLimited as exc:
+        except LimitReached as exc:
             reply = {"limited": str(exc)}
         except Exception as exc:
             logger.exception("supervisor request %r failed", message.get("op"))
@@ -240,7 +239,7 @@ class Supervisor:
         """The live process of `key`, started (or restarted when stale or outdated).
 
         `client` carries per-IP limits for a page load: {"ip", "new_session",
-        "max_processes", "new_sessions_per_minute"}; past one, ClientLimited.
+        "max_processes", "new_sessions_per_minute"}; past one, LimitReached.
         """
         async with self._lock(key):
             if client and client.get("new_session"):
@@ -253,40 +252,55 @@ class Supervisor:
                 record = None
             if record is not None:
                 return record
+            address = str(client.get("ip", "")) if client else ""
             if client:
                 self._admit_new_process(client)
-            launcher = await self._launcher_for(ref)
-            socket_path = self.server_dir.app_socket(key)
-            spares = self.spares.get(ref.fqn)
-            if spares:
-                record = spares.pop()
-                os.replace(record.socket, socket_path)  # atomic: it now answers at the user's name
-                self._socket_owner.pop(record.socket, None)
-                record.key, record.socket = key, socket_path
-            else:
-                self._enforce_cap(keep=key, incoming=1)
-                self._socket_owner[socket_path] = 0  # being rebound: an old owner's end keeps it
-                pid = await self._launch(launcher, socket_path)
-                record = AppProcessRecord(key, pid, ref.fqn, ref.version, socket_path, launcher)
-                self.by_pid[pid] = record
-            self._socket_owner[socket_path] = record.pid
-            record.client_ip = str(client.get("ip", "")) if client else ""
-            record.loading_since = time.monotonic()
-            with contextlib.suppress(OSError):
-                os.utime(socket_path)  # the most recently used from now on
-            self.processes[key] = record
-            self._replenish(launcher)
-            logger.debug("app process %s serves %s", record.pid, ref.fqn)
-            return record
+            # Counted as this address's until it is in self.processes: parallel page loads
+            # from one address, each waiting for its fork, cannot all pass the limit.
+            self._starting[address] += 1
+            try:
+                return await self._start(ref, key, address)
+            finally:
+                self._starting[address] -= 1
+                if not self._starting[address]:
+                    del self._starting[address]
+
+    async def _start(self, ref: AppRef, key: str, address: str) -> AppProcessRecord:
+        """A process for `key`: a spare taken over, or a new fork (under the key's lock)."""
+        launcher = await self._launcher_for(ref)
+        socket_path = self.server_dir.app_socket(key)
+        spares = self.spares.get(ref.fqn)
+        if spares:
+            record = spares.pop()
+            os.replace(record.socket, socket_path)  # atomic: it now answers at the user's name
+            self._socket_owner.pop(record.socket, None)
+            record.key, record.socket = key, socket_path
+        else:
+            self._enforce_cap(keep=key, incoming=1)
+            self._socket_owner[socket_path] = 0  # being rebound: an old owner's end keeps it
+            pid = await self._launch(launcher, socket_path)
+            record = AppProcessRecord(key, pid, ref.fqn, ref.version, socket_path, launcher)
+            self.by_pid[pid] = record
+        self._socket_owner[socket_path] = record.pid
+        record.client_ip = address
+        record.loading_since = time.monotonic()
+        with contextlib.suppress(OSError):
+            os.utime(socket_path)  # the most recently used from now on
+        self.processes[key] = record
+        self._replenish(launcher)
+        logger.debug("app process %s serves %s", record.pid, ref.fqn)
+        return record
 
     def _admit_new_process(self, client: dict[str, Any]) -> None:
         limit = int(client.get("max_processes") or 0)
         ip = str(client.get("ip", ""))
-        # Counted from /proc: the notice that a process ended may still be on its way.
-        live = sum(r.client_ip == ip and _running(r.pid) for r in self.processes.values())
-        if limit > 0 and live >= limit:
+        if limit <= 0:
+            return
+        # Checked in /proc: the notice that a process ended may still be on its way.
+        live = sum(r.client_ip == ip and process_running(r.pid) for r in self.processes.values())
+        if live + self._starting[ip] >= limit:
             logger.warning("refused a new app process for %s: %s live already", ip, limit)
-            raise ClientLimited("too many apps open from this address")
+            raise LimitReached("too many apps open from this address")
 
     def _admit_new_session(self, client: dict[str, Any]) -> None:
         per_minute = float(client.get("new_sessions_per_minute") or 0)
@@ -301,7 +315,7 @@ class Supervisor:
             self._new_sessions.popitem(last=False)  # the longest quiet: its bucket is full
         if not bucket.allow():
             logger.warning("refused a new session for %s: over %s a minute", ip, per_minute)
-            raise ClientLimited("too many new sessions from this address")
+            raise LimitReached("too many new sessions from this address")
 
     def page_loaded(self, key: str) -> None:
         """The page is served: the process may be evicted, and a crowd's overshoot trimmed."""

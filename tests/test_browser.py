@@ -5,6 +5,7 @@ Screenshots (normal, busy, reconnecting) are saved under artifacts/screenshots/.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -273,3 +274,26 @@ def test_a_full_parano_session_is_sealed_on_the_wire(serve_forked, new_page, mod
     assert all(set(m) <= {"hello", "c", "d", "ch"} for m in messages), messages
     assert sum("hello" in m for m in messages) == 2  # one key exchange each way
     assert not any('"update"' in m or "__on__" in m for m in wire)  # quotes: not in base64
+
+
+def test_a_parano_page_goes_on_after_interactions_refused_on_the_way(serve_forked, new_page):
+    """Refused by the rate limit, a sealed click is never opened: keys are agreed again."""
+    env = {"COUNTER_HTTP_ONLY": "1", "COUNTER_PARANO": "1", "COUNTER_RATE": "1"}  # bursts of 2
+    server = serve_forked(COUNTER, env=env)
+    page = new_page()
+    page.goto(server.url)
+    answered = itertools.count(1)
+
+    def sixth_click(response) -> bool:  # key exchanges (after each refusal) not counted
+        request = response.request
+        is_click = request.method == "POST" and "hello" not in (request.post_data or "")
+        return is_click and next(answered) == 6
+
+    with page.expect_response(sixth_click):
+        for _ in range(6):
+            page.click(".inc")
+    applied = int(count(page))
+    assert 1 <= applied < 6  # some were refused (429)
+    page.wait_for_timeout(2500)  # the limit's bucket refills: the time passing is the subject
+    page.click(".inc")
+    expect(page.locator(".count")).to_have_text(str(applied + 1))

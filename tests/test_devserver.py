@@ -94,6 +94,34 @@ def test_nothing_outside_the_folder_is_reachable(serve_forked, tmp_path):
     assert ">1<" in clicked(user, "/_dev/open?path=ok.py&name=App")
 
 
+def test_a_url_runs_no_code_but_listed_apps_and_only_for_this_machine(serve_forked, tmp_path):
+    marker = tmp_path / "ran"
+    (tmp_path / "tool.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    write_app(tmp_path / ".venv" / "lib.py")
+    write_app(tmp_path / "ok.py")
+    server = serve_forked(devserver(), cwd=tmp_path)
+    user = User(server.url)
+    response = user.http.get("/_dev/open", params={"path": "tool.py", "name": "x"})
+    assert response.status_code == 404 and "declares no htag app" in response.text
+    assert not marker.exists()  # the file was read, never run
+    assert user.http.get("/_dev/open", params={"path": ".venv/lib.py"}).status_code == 403
+    assert user.http.get("/_dev/open", params={"path": "ok.py\0"}).status_code == 403
+    assert ".venv" not in user.http.get("/").text
+    rebound = user.http.get("/", headers={"Host": "attacker.example:80"})
+    assert rebound.status_code == 400  # DNS rebinding: a foreign name for this address
+
+
+def test_files_whose_paths_look_alike_are_different_apps(serve_forked, tmp_path):
+    write_app(tmp_path / "a" / "b.py", "from a/b.py")
+    write_app(tmp_path / "a_b.py", "from a_b.py")
+    server = serve_forked(devserver(), cwd=tmp_path)
+    user = User(server.url)
+    for path in ("a/b.py", "a_b.py", "a/b.py"):
+        page = user.get(f"/_dev/open?path={path}&name=App")
+        assert page.text_of("count") == f"from {path}"
+
+
+
 @pytest.mark.parametrize(
     ("files", "target", "message"),
     [

@@ -79,3 +79,13 @@ def test_main_serves_several_apps_on_several_routes(serve_forked, new_page):
     expect(page.locator(".items li")).to_have_text(["eggs"])
     visits = page.request.get(server.url + "/api/visits").json()
     assert visits == {"counter page visits": 1}
+
+
+def test_state_shows_what_was_typed_as_text(serve_forked, new_page):
+    server = serve_forked(example("state.py"), cwd=EXAMPLES)
+    page = new_page()
+    page.goto(server.url)
+    page.fill(".entry", "<img src=x onerror=alert(1)>")
+    page.click(".add")
+    expect(page.locator(".items li").last).to_have_text("<img src=x onerror=alert(1)>")
+    expect(page.locator(".items img")).to_have_count(0)

@@ -117,22 +117,28 @@ def test_plaintext_interactions_are_refused(parano_user):
 
 
 def test_replayed_reordered_and_forged_messages_are_refused(parano_user):
+    """A counter out of turn gets "rekey" (the page agrees on new keys), a forged one "err";
+    neither is applied."""
     _, user, page = parano_user
     client, url = http_session(user, page)
     first = client.seal(page.click("inc"))
     assert ">1<" in counted(client.open(user.http.post(url, json=first).json()))
     second = client.seal(page.click("inc"))
     third = client.seal(page.click("inc"))
-    assert user.http.post(url, json=third).json() == {"err": "This action is not allowed."}
+    early = user.http.post(url, json=third)
+    assert early.status_code == 409 and early.json() == {"rekey": True}
     assert ">2<" in counted(client.open(user.http.post(url, json=second).json()))
-    replayed = user.http.post(url, json=first).json()  # an older message, not the last
-    assert replayed == {"err": "This action is not allowed."}
+    replayed = user.http.post(url, json=first)  # an older message, not the last
+    assert replayed.status_code == 409 and replayed.json() == {"rekey": True}
+    client.sent = 2  # the next counter due is 3: forge a message that carries it
     forged = client.seal(page.click("inc"))
     forged["d"] = base64.b64encode(b"\0" * 40).decode()
     assert user.http.post(url, json=forged).json() == {"err": "This action is not allowed."}
     stranger = Client()  # sealed with keys the app never agreed on
     stranger.agree(Client().hello)
-    assert user.http.post(url, json=stranger.seal(page.click("inc"))).json()["err"]
+    stranger.sent = 2
+    sealed = stranger.seal(page.click("inc"))
+    assert user.http.post(url, json=sealed).json() == {"err": "This action is not allowed."}
     client.sent = 2  # refused messages did not count: 3 is still the next number
     assert ">3<" in counted(
         client.open(user.http.post(url, json=client.seal(page.click("inc"))).json())
@@ -173,6 +179,8 @@ def test_sealed_socket_with_pushes(parano_user):
         opened = [client.open(push) for push in pushes]
         assert ">301<" in counted(opened[-1])
         ws.send(json.dumps({"c": 1, "d": pushes[0]["d"]}))  # a replay on this socket
+        assert json.loads(ws.recv(timeout=10)) == {"rekey": True}
+        ws.send(json.dumps({"c": 3, "d": pushes[0]["d"]}))  # the counter due, not its key
         assert json.loads(ws.recv(timeout=10)) == {"err": "This action is not allowed."}
 
 

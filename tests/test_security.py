@@ -172,6 +172,9 @@ def test_per_ip_limits_see_the_client_behind_a_trusted_proxy_only(serve_forked, 
     assert load("10.0.0.1") == 200
     assert load("10.0.0.2") == (200 if trusted else 429)
     assert load("10.0.0.1") == 429
+    if trusted:  # IPv6 counts by /64: one subscriber's whole range is one client
+        assert load("2001:db8::1") == 200
+        assert load("2001:db8::99") == 429
 
 
 def test_message_size_is_an_option_for_posts_and_websockets(serve_forked):

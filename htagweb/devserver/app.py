@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -22,15 +23,16 @@ from starlette.routing import Route
 from .. import runtime
 from ..server import Runner
 from .folder import OPEN_PATH, ROOT_VARIABLE, FolderBrowser, served_root
-from .targets import DevError, load_app, split_target
+from .targets import DevError, OutsideFolder, load_app, split_target
 
 logger = logging.getLogger(__name__)
 
 TARGET_VARIABLE = "HTAGWEB_DEV_TARGET"
-OPTIONS_VARIABLE = "HTAGWEB_DEV_OPTIONS"  # JSON: debug, parano, http_only, reload
+OPTIONS_VARIABLE = "HTAGWEB_DEV_OPTIONS"  # JSON: debug, parano, http_only, reload, host
 
 
 def settings() -> tuple[Path, str, dict[str, Any]]:
+    """The folder, the target and the options the command line was given."""
     options = json.loads(os.environ.get(OPTIONS_VARIABLE) or "{}")
     return served_root(), os.environ.get(TARGET_VARIABLE, ""), options
 
@@ -58,14 +60,27 @@ def build(root: Path, target: str, options: dict[str, Any]) -> Runner:
         relative = request.query_params.get("path", "")
         name = request.query_params.get("name", "App")
         try:
-            ref = load_app(root, relative, name, debug=debug)
+            ref = load_app(root, relative, name, debug=debug, only_listed=True)
         except DevError as exc:
-            status = 403 if "only paths inside" in str(exc) else 404
-            return _error_page(str(exc), status)
+            return _error_page(str(exc), 403 if isinstance(exc, OutsideFolder) else 404)
         return await runner.handle(request, ref)
 
     runner.add_route(OPEN_PATH, open_app)
     return runner
+
+
+def guard(app: Starlette, host: str) -> None:
+    """Only requests naming this machine (or the address served) reach the app.
+
+    A page of another site can make the browser send requests here, and with DNS
+    rebinding read the answers: the Host header tells those apart.
+    """
+    hosts = ["127.0.0.1", "localhost", "::1", "[::1]"]
+    if host in ("0.0.0.0", "::"):
+        hosts = ["*"]  # served to the network on purpose
+    elif host not in hosts:
+        hosts.append(host)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
 
 
 def create() -> Starlette:
@@ -75,10 +90,12 @@ def create() -> Starlette:
         # One supervisor per serving process: a reload starts the apps from fresh templates.
         runtime.set_master_pid(os.getpid())
     try:
-        return build(root, target, options)
+        app: Starlette = build(root, target, options)
     except DevError as exc:
         logger.error("htagweb: %s", exc)
-        return _broken_app(f"{exc} (fix it and save: the server reloads)")
+        app = _broken_app(f"{exc} (fix it and save: the server reloads)")
+    guard(app, str(options.get("host", "127.0.0.1")))
+    return app
 
 
 def _broken_app(message: str) -> Starlette:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .app import OPTIONS_VARIABLE, TARGET_VARIABLE, build
+from .app import OPTIONS_VARIABLE, TARGET_VARIABLE, build, guard
 from .folder import ROOT_VARIABLE
 from .targets import DevError
 
@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "parano": args.parano,
         "http_only": args.http_only,
         "reload": args.reload,
+        "host": args.host,
     }
     # The serving process (a fresh one after each reload) and app processes read these.
     os.environ[ROOT_VARIABLE] = str(root)
@@ -75,5 +76,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             reload_includes=["*.py"],
         )
     else:
+        guard(app, args.host)
         uvicorn.run(app, host=args.host, port=args.port)
     return 0

@@ -22,6 +22,7 @@ OPEN_PATH = "/_dev/open"
 
 
 def served_root() -> Path:
+    """The folder being served (the command line's working directory)."""
     return Path(os.environ.get(ROOT_VARIABLE) or os.getcwd())
 
 
@@ -45,9 +46,11 @@ class FolderBrowser(Tag.div):
             parent = str(Path(dir).parent)
             entries += Tag.li(Tag.a("..", _href="/?" + urlencode({"dir": parent})))
         for entry in sorted(folder.iterdir(), key=lambda p: (not p.is_dir(), p.name)):
-            if entry.name.startswith((".", "__")):
-                continue
             relative = f"{dir}/{entry.name}" if dir else entry.name
+            try:
+                safe_path(root, relative)  # not hidden, no symlink leading out
+            except DevError:
+                continue
             if entry.is_dir():
                 href = "/?" + urlencode({"dir": relative})
                 entries += Tag.li(Tag.a(f"{html.escape(entry.name)}/", _href=href), _class="folder")

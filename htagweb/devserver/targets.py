@@ -7,6 +7,7 @@ instead of a traceback.
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 import inspect
 import os
@@ -23,14 +24,25 @@ class DevError(Exception):
     """A target that cannot be served; its text is the one line shown to the developer."""
 
 
+class OutsideFolder(DevError):
+    """A path leading out of the served folder, or into a hidden part of it."""
+
+
 def safe_path(root: Path, relative: str) -> Path:
-    """`relative` inside `root`; DevError for absolute paths, `..` and symlinks leading out."""
+    """`relative` inside `root`; OutsideFolder for absolute paths, `..`, symlinks leading
+    out, and hidden entries (.venv, .git: code nobody meant to serve)."""
+    refused = OutsideFolder(f"{relative!r}: only paths inside {root} are served")
     if not relative or relative.startswith(("/", "\\")) or os.path.isabs(relative):
-        raise DevError(f"{relative!r}: only paths inside {root} are served")
+        raise refused
     base = root.resolve()
-    candidate = (base / relative).resolve()  # follows symlinks: where it really leads
+    try:
+        candidate = (base / relative).resolve()  # follows symlinks: where it really leads
+    except (ValueError, OSError):  # a NUL byte, a symlink loop
+        raise refused from None
     if candidate != base and base not in candidate.parents:
-        raise DevError(f"{relative!r}: only paths inside {root} are served")
+        raise refused
+    if any(part.startswith((".", "__")) for part in candidate.relative_to(base).parts):
+        raise refused
     return candidate
 
 
@@ -50,11 +62,19 @@ def split_target(target: str, root: Path) -> tuple[str, str]:
     return path, name
 
 
-def load_app(root: Path, relative: str, name: str, debug: bool = False) -> AppRef:
-    """Import the file and check that `name` in it is an htag Tag class."""
+def load_app(
+    root: Path, relative: str, name: str, debug: bool = False, only_listed: bool = False
+) -> AppRef:
+    """Import the file and check that `name` in it is an htag Tag class.
+
+    With `only_listed`, the file must declare `name` as a Tag class (read, not run)
+    before it is imported: a URL cannot make the server run any other file's code.
+    """
     path = safe_path(root, relative)
     if not path.is_file():
         raise DevError(f"no file {relative} in {root}")
+    if only_listed and name not in tag_classes_in(path):
+        raise DevError(f"{relative} declares no htag app {name!r}")
     module_name = module_name_of(root, path)
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -86,10 +106,15 @@ def load_app(root: Path, relative: str, name: str, debug: bool = False) -> AppRe
 
 
 def module_name_of(root: Path, path: Path) -> str:
-    """A module name for a file of the folder: its relative path, made an identifier."""
-    relative = path.relative_to(root.resolve()).with_suffix("")
-    name = re.sub(r"\W", "_", "_".join(relative.parts))
-    return name if name[:1].isalpha() else f"app_{name}"
+    """A module name for a file of the folder, unlike any other module's.
+
+    Made of its relative path (readable in URLs and logs) and a hash of it: a file named
+    json.py must not replace the json module, nor a/b.py and a_b.py share one name.
+    """
+    relative = path.relative_to(root.resolve())
+    readable = re.sub(r"\W", "_", "_".join(relative.with_suffix("").parts))
+    digest = hashlib.sha256(str(relative).encode()).hexdigest()[:8]
+    return f"htagdev_{readable}_{digest}"
 
 
 def tag_classes_in(path: Path) -> list[str]:

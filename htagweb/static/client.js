@@ -184,7 +184,13 @@ body.htagweb-busy::after {
   const decoder = new TextDecoder();
 
   function toBase64(bytes) {
-    return btoa(String.fromCharCode(...new Uint8Array(bytes)));
+    const all = new Uint8Array(bytes);
+    let binary = "";
+    for (let start = 0; start < all.length; start += 8192) {
+      // in slices: spreading a large message into one call overflows the stack
+      binary += String.fromCharCode(...all.subarray(start, start + 8192));
+    }
+    return btoa(binary);
   }
 
   function fromBase64(text) {
@@ -322,8 +328,12 @@ body.htagweb-busy::after {
     }
     const seal = socketSeal;
     sealing = sealing.then(async () => {
-      const text = await seal.seal(item.text);
-      if (socket === ws) ws.send(text);
+      try {
+        const text = await seal.seal(item.text);
+        if (socket === ws) ws.send(text);
+      } catch (e) {
+        apply({ err: "an interaction could not be sealed: " + e.message });
+      }
     });
   }
 
@@ -352,6 +362,10 @@ body.htagweb-busy::after {
         receive(message);
         return;
       }
+      if (message.rekey) {
+        ws.close(); // keys out of step: the next socket agrees on new ones, resends the rest
+        return;
+      }
       if (message.hello) {
         opening = opening.then(async () => {
           await seal.agree(message.hello);
@@ -373,6 +387,11 @@ body.htagweb-busy::after {
     if (code === 4404 || gone) {
       markGone(); // the app ended (or the server sent "reload" first)
       return;
+    }
+    if (code === 1009 && outbox.length) {
+      outbox.shift().done(); // too big for the server: sending it again would not help
+      watchBusy();
+      apply({ err: "This interaction is too large for the server." });
     }
     // A socket that never opened on this page points at a proxy refusing WebSockets; one
     // that did, at a server that is away, unless it keeps failing.
@@ -486,6 +505,14 @@ body.htagweb-busy::after {
     };
   }
 
+  function reopenEvents() {
+    if (!events) return; // not open: it agrees when it opens
+    const current = events;
+    events = null;
+    current.close();
+    openEvents();
+  }
+
   function eventsFailed(opened) {
     if (!opened && mode === "ws") {
       retryLater(openSocket); // HTTP fails as well: the server is away
@@ -520,11 +547,18 @@ body.htagweb-busy::after {
         attempts.post = 0;
         look.postFailing = false;
         if (answer.rekey) {
-          httpSeal = null; // the app lost this page's keys: agree on new ones
+          httpSeal = null; // the app lost this page's keys, or they went out of step
+          reopenEvents(); // its pushes come sealed with the new keys
           continue;
         }
-        if (parano && answer.d) await receiveFrom(httpSeal, answer);
-        else receive(answer);
+        if (parano && answer.d) {
+          await receiveFrom(httpSeal, answer);
+        } else {
+          // Not sealed: refused on the way (a limit), so the server never opened it and
+          // its counter went unused. New keys put both sides in step again.
+          if (parano) httpSeal = null;
+          receive(answer);
+        }
         if (outbox[0] === item) {
           outbox.shift().done(); // answers from a proxy, or a 429, carry no number
           watchBusy();
