@@ -333,14 +333,21 @@ class Runner(Starlette):
 
     # -- interactions ----------------------------------------------------------------
 
-    async def _interact_http(self, request: Request) -> Response:
-        fqn = request.path_params["fqn"]
-        if not FQN_PATTERN.match(fqn):
-            return PlainTextResponse("unknown app", status_code=404)
+    def _refusal(self, request: Request) -> tuple[int, str] | None:
+        """Why an interaction or event stream is refused (status, reason), or None."""
+        if not FQN_PATTERN.match(request.path_params["fqn"]):
+            return 404, "unknown app"
         refused = security.origin_refusal(request.headers, self.allowed_origins)
         if refused:
-            logger.warning("refused an interaction: %s", refused)
-            return JSONResponse({"err": "cross-site requests are refused"}, status_code=403)
+            logger.warning("refused %s %s: %s", request.method, request.url.path, refused)
+            return 403, "cross-site requests are refused"
+        return None
+
+    async def _interact_http(self, request: Request) -> Response:
+        fqn = request.path_params["fqn"]
+        refused = self._refusal(request)
+        if refused:
+            return JSONResponse({"err": refused[1]}, status_code=refused[0])
         limit = self.max_message_bytes
         try:
             parsed = parse_message(await _read_body(request, limit), limit)
@@ -425,12 +432,9 @@ class Runner(Starlette):
     async def _events(self, request: Request) -> Response:
         """tag.update() pushes for a page without a WebSocket, as Server-Sent Events."""
         fqn = request.path_params["fqn"]
-        if not FQN_PATTERN.match(fqn):
-            return PlainTextResponse("unknown app", status_code=404)
-        refused = security.origin_refusal(request.headers, self.allowed_origins)
+        refused = self._refusal(request)
         if refused:
-            logger.warning("refused an event stream: %s", refused)
-            return PlainTextResponse("cross-site requests are refused", status_code=403)
+            return PlainTextResponse(refused[1], status_code=refused[0])
         session_id = request.scope[SESSION_SCOPE_KEY]
         await self.gateway.start()
         params = request.query_params

@@ -33,6 +33,23 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def wait_for_port(port: int, process: subprocess.Popen[Any], timeout: float) -> bool:
+    """True once `port` takes connections; False if `process` ended or time ran out.
+
+    Servers tell nothing when they listen (uvicorn says its app started before it does),
+    so the port itself is asked.
+    """
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return False
+
+
 def wait_for_exit(pid: int, timeout: float) -> bool:
     """True once `pid` has ended (awaited through a pidfd, not polled)."""
     try:
@@ -123,22 +140,11 @@ class ServerProcess:
             start_new_session=True,
         )
         threading.Thread(target=self._read_output, daemon=True).start()
-        if not self._ready.wait(STARTUP_TIMEOUT) or not self._accepting():
+        ready = self._ready.wait(STARTUP_TIMEOUT)
+        if not ready or not wait_for_port(self.port, self.process, STARTUP_TIMEOUT):
             self.stop()
             raise AssertionError("server did not start:\n" + self.log)
         return self
-
-    def _accepting(self) -> bool:
-        """Whether the port takes connections: uvicorn says its app started before it listens."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while self.process is not None and self.process.poll() is None:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)  # the listening socket gives no other sign
-        return False
 
     def _read_output(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -328,16 +334,9 @@ http {{
              "-e", str(self.scratch / "error.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not self._accepting():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError("nginx did not start:\n" + self.error_log)
-            time.sleep(0.05)  # nginx tells nothing when it listens: ask the port
-
-    def _accepting(self) -> bool:
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+        if not wait_for_port(self.port, self.process, STARTUP_TIMEOUT):
+            self.stop()
+            raise AssertionError("nginx did not start:\n" + self.error_log)
 
     @property
     def url(self) -> str:

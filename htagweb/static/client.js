@@ -74,7 +74,7 @@
   // than BUSY_AFTER_MS) and htagweb-reconnecting. An update of the whole page replaces
   // <body>, so they are set again after each one; the indicator lives outside <body>.
 
-  const look = { busy: false, reconnecting: false, streamDown: false, postFailing: false };
+  const look = { busy: false, streamDown: false, postFailing: false };
   let busyTimer = null;
   let indicator = null;
 
@@ -104,12 +104,12 @@ body.htagweb-busy::after {
   }
 
   function show() {
-    look.reconnecting = look.streamDown || look.postFailing;
+    const reconnecting = look.streamDown || look.postFailing;
     if (document.body) {
       document.body.classList.toggle("htagweb-busy", look.busy);
-      document.body.classList.toggle("htagweb-reconnecting", look.reconnecting);
+      document.body.classList.toggle("htagweb-reconnecting", reconnecting);
     }
-    if (indicator) indicator.hidden = !look.reconnecting;
+    if (indicator) indicator.hidden = !reconnecting;
   }
 
   function setStreamDown(down) {
