@@ -22,7 +22,10 @@ address the browser used. HTAGWEB_PORT / HTAGWEB_HOST change where it listens.
 /auth trades the code for tokens (checking the id_token's signature, issuer, audience
 and nonce), keeps the user in the session and rotates the session id, so a session
 cookie obtained before logging in is worth nothing after. The htag app reads the same
-session as `self.session`. /logout forgets the user (here only, not at the provider).
+session as `self.session`. The page's "Log out" button POSTs to /logout, which forgets
+the user (here only, not at the provider) and rotates the session id again. Any site's
+page can make the browser send a GET (an <img>, a link): logging out is a POST, and
+one whose Origin (or Referer) names another site is refused.
 """
 
 import html
@@ -35,6 +38,7 @@ from htag import Tag
 from starlette.responses import HTMLResponse, RedirectResponse
 
 from htagweb import Runner, rotate_session
+from htagweb.security import origin_refusal
 
 logger = logging.getLogger("oauth_example")
 
@@ -56,7 +60,9 @@ class App(Tag.div):
         user = self.session.get("user")
         if user:
             self += Tag.span(f"Hello {html.escape(user['name'])}", _class="hello")
-            self += Tag.a("Log out", _href="/logout", _class="logout")
+            # a form, not a link: logging out changes the session, so it is a POST
+            logout = Tag.button("Log out", _type="submit", _class="logout")
+            self += Tag.form(logout, _method="post", _action="/logout")
         else:
             self += Tag.a("Log in", _href="/login", _class="login")
         self += Tag.button("Who am I?", _class="whoami", _onclick=self.whoami)
@@ -100,15 +106,21 @@ async def auth(request):
 
 
 async def logout(request):
+    # The session cookie is SameSite=Lax: browsers leave it out of other sites' POSTs.
+    # Checking Origin too also refuses pages of the same site on another host or port.
+    refused = origin_refusal(request.headers, frozenset())
+    if refused:
+        logger.warning("logout refused: %s", refused)
+        return HTMLResponse('<p class="error">Logout refused</p><a href="/">Back</a>', 403)
     request.session.pop("user", None)
-    rotate_session(request)
+    rotate_session(request)  # a new session cookie again, after removing the user
     return RedirectResponse("/", 303)
 
 
 app = Runner(App)
 app.add_route("/login", login)
 app.add_route("/auth", auth)
-app.add_route("/logout", logout)
+app.add_route("/logout", logout, methods=["POST"])  # GET /logout: 405
 
 if __name__ == "__main__":
     required = ("OIDC_SERVER_METADATA_URL", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET")

@@ -43,6 +43,7 @@ from htag.render import HRenderer
 from . import security
 from .ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
 from .protocol import InvalidInteraction, parse_interaction
+from .runtime import mark_used
 from .sessions import SessionStore, open_store
 from .sessions.views import AppSession
 
@@ -57,7 +58,7 @@ GENERIC_ERROR = "The app failed on this action; the error was logged on the serv
 REFUSED = "This action is not allowed."
 INIT_FAILED = "The app could not start; the error was logged on the server."
 PLAINTEXT_REFUSED = "This app takes sealed interactions only (parano mode)."
-TOUCH_INTERVAL = 1.0  # seconds between two updates of the socket's mtime (the LRU clock)
+TOUCH_INTERVAL = 1.0  # seconds between two updates of the use clock (see runtime.mark_used)
 PAGES_REMEMBERED = 64  # pages whose last interaction number is kept (for resends)
 
 
@@ -98,6 +99,7 @@ class AppProcess:
         self._exit_requested = False
         self._last_activity = time.monotonic()
         self._last_touch = 0.0
+        self._engaged_at = 0.0  # when a page last interacted or connected (0: never)
         self._idle_timer: asyncio.TimerHandle | None = None
 
     async def serve(self, listener: socket.socket) -> None:
@@ -178,7 +180,7 @@ class AppProcess:
             )
             with self._deadline():
                 renderer = HRenderer(
-                    self.tag_class,
+                    security.created_from_url(self.tag_class),
                     js="",
                     init=(tuple(args), dict(kargs)),
                     fullerror=self.debug,
@@ -198,7 +200,7 @@ class AppProcess:
     async def _interact(
         self, message: dict[str, Any], writer: asyncio.StreamWriter
     ) -> dict[str, Any]:
-        self._note_activity()
+        self._note_activity(engaged=True)
         if not self.rate_limit.allow():
             return {"limited": True}
         subscriber = self._subscribers.get(writer)
@@ -213,7 +215,9 @@ class AppProcess:
 
         cipher = self._keys.get(page) if self._keys and isinstance(page, str) else None
         if cipher is None:
-            return {"rekey": True}  # keys lost (or never agreed): the page agrees on new ones
+            # Forgotten past the limit: new keys would need a proof nothing can check now,
+            # so the page loads again (a new page, its own keys).
+            return {"reload": True}
         answered = cipher.answer_again(sealed)
         if answered is not None:
             return {"sealed": answered}
@@ -296,9 +300,14 @@ class AppProcess:
     async def _attach(
         self, message: dict[str, Any], writer: asyncio.StreamWriter
     ) -> dict[str, Any]:
-        self._note_activity()
+        self._note_activity(engaged=True)
         page = message.get("page")
         page = page if isinstance(page, str) else None
+        reply: dict[str, Any] = {"ok": True}
+        if "hello" in message:  # a parano WebSocket: its keys come first
+            reply = self._handshake(page, message["hello"])
+            if "hello" not in reply:
+                return reply  # no keys: the page's own connection keeps its keys and pushes
         if page is not None:
             # A page has one live connection for pushes: an older one of the same page
             # (half-open after a network change) gets none from now on, lest sealed pushes
@@ -306,11 +315,6 @@ class AppProcess:
             for other, known in list(self._subscribers.items()):
                 if known.page == page:
                     del self._subscribers[other]
-        reply: dict[str, Any] = {"ok": True}
-        if "hello" in message:  # a parano WebSocket: its keys come first
-            reply = self._handshake(page, message["hello"])
-            if "hello" not in reply:
-                return reply
         subscriber = _Subscriber(str(message.get("instance")), page)
         async with self._lock:  # a page load under way replaces the renderer
             if self.renderer is None:
@@ -335,8 +339,10 @@ class AppProcess:
         return reply
 
     def _handshake(self, page: Any, hello: Any) -> dict[str, Any]:
-        """Parano mode: agree on keys with a page (its earlier keys are forgotten)."""
-        from .parano import PageKeys, SealError
+        """Parano mode: agree on keys with a page. A page that has keys gets new ones only
+        by proving it holds them (see htagweb.parano): anyone else is told to load a page
+        of their own, and the page keeps its keys and its connection."""
+        from .parano import KeysLost, KeysRefused, PageKeys, SealError
 
         if not isinstance(page, str) or not isinstance(hello, str):
             return {"error": "a handshake names its page and carries a public key"}
@@ -345,6 +351,11 @@ class AppProcess:
         connected = {s.page for s in self._subscribers.values()}
         try:
             cipher = self._keys.agree(page, hello, connected.__contains__)
+        except KeysLost:
+            return {"reload": True}  # forgotten past the limit: a page load gets new keys
+        except KeysRefused as exc:
+            logger.warning("refused a key exchange for a page that has keys: %s", exc)
+            return {"reload": True}
         except SealError as exc:
             logger.warning("refused a handshake: %s", exc)
             return {"error": "bad handshake"}
@@ -436,13 +447,18 @@ class AppProcess:
         if not self._lock.locked():
             self._done.set()
 
-    def _note_activity(self) -> None:
+    def _note_activity(self, engaged: bool = False) -> None:
+        """Restart the inactivity clock and keep the supervisor's use clock (at most 1/s,
+        but at once when a page engages for the first time: it is then not evicted first)."""
         now = time.monotonic()
         self._last_activity = now
-        if now - self._last_touch > TOUCH_INTERVAL:
+        first_engagement = engaged and not self._engaged_at
+        if engaged:
+            self._engaged_at = time.time()
+        if first_engagement or now - self._last_touch > TOUCH_INTERVAL:
             self._last_touch = now
             with contextlib.suppress(OSError):
-                os.utime(self.socket_path)
+                mark_used(self.socket_path, self._engaged_at)
 
     def _schedule_idle_check(self) -> None:
         if self._idle_timer is not None:

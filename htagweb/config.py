@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .sessions import SessionStore, SQLiteStore
+from .sessions.base import private_dir
 
 START_METHODS = ("fork", "spawn")
 MEMORY_PER_PROCESS_BUDGET = 16 * 1024 * 1024  # what the default process cap assumes per user
@@ -72,6 +73,7 @@ class Config:
             raise ValueError(f"max_processes must be an integer >= 1, not {self.max_processes!r}")
         self.state_dir = Path(self.state_dir)
         if self.session_store is None:
+            private_dir(self.state_dir)
             self.session_store = SQLiteStore(self.state_dir / "sessions.sqlite")
         elif not isinstance(self.session_store, SessionStore):
             raise ValueError(f"session_store must be a SessionStore, not {self.session_store!r}")

@@ -20,7 +20,7 @@ from typing import Any
 
 from .appref import AppRef
 from .ipc import ConnectionLost, RpcClient
-from .runtime import ServerDir, app_key, server_master_pid
+from .runtime import ServerDir, app_key, server_master_pid, session_owner
 
 logger = logging.getLogger(__name__)
 
@@ -169,9 +169,15 @@ class Gateway:
 
         `client`: the per-IP limits this page load is under (see Supervisor.ensure).
         """
-        key = app_key(session_id, ref.fqn)
         reply = await self.ask_supervisor(
-            {"op": "ensure", "app": ref.to_json(), "key": key, "stale": stale, "client": client}
+            {
+                "op": "ensure",
+                "app": ref.to_json(),
+                "key": app_key(session_id, ref.fqn),
+                "owner": session_owner(session_id),
+                "stale": stale,
+                "client": client,
+            }
         )
         if "limited" in reply:
             raise ClientLimited(str(reply["limited"]))
@@ -184,6 +190,10 @@ class Gateway:
 
     async def kill(self, session_id: str, fqn: str) -> None:
         await self.ask_supervisor({"op": "kill", "key": app_key(session_id, fqn)})
+
+    async def end_session(self, session_id: str) -> None:
+        """End every app process of this session (see rotate_session)."""
+        await self.ask_supervisor({"op": "end_session", "owner": session_owner(session_id)})
 
     async def render(
         self,
@@ -199,7 +209,8 @@ class Gateway:
             try:
                 return await self.call_app(path, {**message, "socket": path}, timeout)
             except AppGone:  # a dead process the supervisor had not yet heard of
-                path = await self.ensure(ref, session_id, stale=True)
+                again = {**client, "new_session": False} if client else None  # counted once
+                path = await self.ensure(ref, session_id, stale=True, client=again)
                 return await self.call_app(path, {**message, "socket": path}, timeout)
         except AppTimeout:
             await self.kill(session_id, ref.fqn)

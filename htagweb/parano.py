@@ -16,6 +16,19 @@ again, byte for byte, after losing the answer: it gets the same sealed answer ba
 On the wire, a sealed message is {"c": counter, "d": base64 ciphertext}; the server
 adds "ch": "r" (an answer) or "p" (a push). The handshake is {"hello": base64 public
 key} each way (the uncompressed P-256 point).
+
+Keys belong to the page that agreed them. The page id travels in URLs, so anyone who
+reads the traffic knows it: a page that already has keys agrees on new ones (a socket
+that reconnects, counters out of step, the fall back to HTTP) only by proving that it
+holds its current keys. Its hello is then "key.proof", where
+
+    proof = HMAC-SHA256(proof key of the current keys, PROOF_LABEL + the new public key)
+
+and the proof key is HKDF's third 32 bytes, after the two AES keys. No counter takes part,
+so a page whose counters went out of step can still prove. A page whose answer to such a
+hello was lost proves again with the same keys (the app process accepts the keys that
+proved the current ones too), but each public key is agreed once: a hello read on the way
+and sent again is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +36,8 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import hashlib
+import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +49,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 INFO = b"htagweb parano v1"
+PROOF_LABEL = b"htagweb parano v1 proof"
 CHANNEL_INTERACTION = 1
 CHANNEL_ANSWER = 2
 CHANNEL_PUSH = 3
@@ -49,30 +65,45 @@ class CounterError(SealError):
     on new keys when told so)."""
 
 
+class KeysRefused(SealError):
+    """A key exchange for a page that has keys, without the proof that it holds them."""
+
+
+class KeysLost(SealError):
+    """A key exchange proven with keys this process has forgotten (past its limit)."""
+
+
 def _nonce(channel: int, counter: int) -> bytes:
     return channel.to_bytes(4, "big") + counter.to_bytes(8, "big")
+
+
+def _public_key(encoded: str) -> tuple[bytes, ec.EllipticCurvePublicKey]:
+    """A P-256 public key sent in base64: its bytes and the key; SealError if it is not one."""
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+        return raw, ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise SealError(f"not a P-256 public key: {exc}") from None
 
 
 class PageCipher:
     """The keys and counters of one connection, on the app process's side."""
 
     def __init__(self, client_hello: str) -> None:
-        try:
-            client_raw = base64.b64decode(client_hello, validate=True)
-            client_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), client_raw)
-        except (ValueError, TypeError, binascii.Error) as exc:
-            raise SealError(f"not a P-256 public key: {exc}") from None
+        client_raw, client_key = _public_key(client_hello)
         private = ec.generate_private_key(ec.SECP256R1())
         server_raw = private.public_key().public_bytes(
             Encoding.X962, PublicFormat.UncompressedPoint
         )
         shared = private.exchange(ec.ECDH(), client_key)
         keys = HKDF(
-            algorithm=hashes.SHA256(), length=64, salt=client_raw + server_raw, info=INFO
+            algorithm=hashes.SHA256(), length=96, salt=client_raw + server_raw, info=INFO
         ).derive(shared)
         self.hello = base64.b64encode(server_raw).decode()
+        self.client_key = client_raw
         self._from_client = AESGCM(keys[:32])
-        self._to_client = AESGCM(keys[32:])
+        self._to_client = AESGCM(keys[32:64])
+        self._proof_key = keys[64:]
         self._received = 0  # the last interaction counter accepted
         self._sent = {CHANNEL_ANSWER: 0, CHANNEL_PUSH: 0}
         self._last: tuple[Any, dict[str, Any]] | None = None  # (sealed interaction, answer)
@@ -109,6 +140,11 @@ class PageCipher:
     def seal_push(self, plaintext: bytes) -> dict[str, Any]:
         return self._seal(CHANNEL_PUSH, "p", plaintext)
 
+    def proves(self, client_key: bytes, proof: bytes) -> bool:
+        """Whether `proof` shows that the page holding these keys sent `client_key`."""
+        expected = hmac.digest(self._proof_key, PROOF_LABEL + client_key, hashlib.sha256)
+        return hmac.compare_digest(expected, proof)
+
     def _seal(self, channel: int, name: str, plaintext: bytes) -> dict[str, Any]:
         counter = self._sent[channel] + 1
         if counter >= MAX_COUNTER:
@@ -118,25 +154,68 @@ class PageCipher:
         return {"c": counter, "d": base64.b64encode(data).decode(), "ch": name}
 
 
+class _Page:
+    """One page's keys: those in use, and those that proved them."""
+
+    __slots__ = ("cipher", "proven", "prover")
+
+    def __init__(self, cipher: PageCipher) -> None:
+        self.cipher = cipher
+        # The keys that proved `cipher`: a page that never got the answer to its hello
+        # still holds them, and proves with them again.
+        self.prover: PageCipher | None = None
+        self.proven: set[bytes] = set()  # the public keys `prover` proved: agreed once each
+
+    def rekey(self, client_hello: str, proof: str) -> None:
+        """New keys, if the hello is proven with this page's keys; KeysRefused if not."""
+        client_key = _public_key(client_hello)[0]
+        try:
+            mac = base64.b64decode(proof, validate=True)
+        except (ValueError, binascii.Error):
+            raise KeysRefused("a proof that is not base64") from None
+        if client_key == self.cipher.client_key or client_key in self.proven:
+            raise KeysRefused("a key exchange sent again")
+        if self.cipher.proves(client_key, mac):
+            self.prover, self.proven = self.cipher, set()
+        elif self.prover is None or not self.prover.proves(client_key, mac):
+            raise KeysRefused("not proven with this page's keys")
+        self.cipher = PageCipher(client_hello)
+        self.proven.add(client_key)
+
+
 class PageKeys:
     """The keys of each page one app process serves, for at most `limit` pages.
 
-    A page agrees on new keys for each WebSocket it opens, and once for HTTP. Past the
-    limit the least recently keyed page without a live connection is forgotten first.
+    A page agrees on new keys for each WebSocket it opens, and once for HTTP (again after
+    its counters went out of step). Only its first key exchange goes without proof: later
+    ones must prove that they come from the page holding the keys (see the module's
+    docstring), lest someone who read the page id take them over. Past the limit the
+    least recently keyed page without a live connection is forgotten first; its proven
+    hellos then raise KeysLost (the page must load again).
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._ciphers: collections.OrderedDict[str, PageCipher] = collections.OrderedDict()
+        self._pages: collections.OrderedDict[str, _Page] = collections.OrderedDict()
 
     def agree(self, page: str, client_hello: str, connected: Callable[[str], bool]) -> PageCipher:
-        cipher = PageCipher(client_hello)  # SealError for a bad key
-        self._ciphers[page] = cipher
-        self._ciphers.move_to_end(page)
-        while len(self._ciphers) > self.limit:
-            idle = next((p for p in self._ciphers if not connected(p)), None)
-            self._ciphers.pop(idle if idle is not None else next(iter(self._ciphers)))
-        return cipher
+        """New keys for `page`: SealError for a bad key, KeysRefused for a page that has
+        keys and a hello not proven with them, KeysLost for a proof nothing can check."""
+        key, proven, proof = client_hello.partition(".")
+        known = self._pages.get(page)
+        if known is not None:
+            known.rekey(key, proof)
+        elif proven:
+            _public_key(key)  # a bad key is a bad key, whatever else
+            raise KeysLost("proven with keys this process no longer has")
+        else:
+            known = self._pages[page] = _Page(PageCipher(key))
+        self._pages.move_to_end(page)
+        while len(self._pages) > self.limit:
+            idle = next((p for p in self._pages if p != page and not connected(p)), None)
+            self._pages.pop(idle if idle is not None else next(iter(self._pages)))
+        return known.cipher
 
     def get(self, page: str | None) -> PageCipher | None:
-        return self._ciphers.get(page) if page else None
+        known = self._pages.get(page) if page else None
+        return known.cipher if known is not None else None

@@ -12,6 +12,9 @@ from typing import Any
 
 MAX_INTERACTION_BYTES = 1024 * 1024
 MAX_SEQ = 2**53  # interaction numbers stay exact in JavaScript
+# Lists and objects inside one another: far more than htag's events and arguments need,
+# far less than what makes re-encoding a message hit Python's recursion limit.
+MAX_NESTING = 64
 
 
 class InvalidInteraction(ValueError):
@@ -52,7 +55,26 @@ def _load(data: str | bytes, limit: int) -> dict[str, Any]:
         raise InvalidInteraction("nested too deeply") from None
     if not isinstance(message, dict):
         raise InvalidInteraction("an interaction is a JSON object")
+    if _nesting_exceeds(message, MAX_NESTING):
+        raise InvalidInteraction(f"nested deeper than {MAX_NESTING} levels")
     return message
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest deeper than `limit` in `value` (without recursion)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def check_interaction(payload: dict[str, Any]) -> dict[str, Any]:

@@ -1,15 +1,20 @@
-"""What a client may ask for: the method allow-list (app side), the origin check (web side).
+"""What a client may ask for: the method allow-list and URL arguments (app side), the
+origin check (web side).
 
 A page can only call what htag put in it: its event callers, the next step of a
 generator it started, methods decorated with htag's @expose, and methods the app
 bound with `tag.bind.<name>` (or calls back with `tag.call.<name>`). Anything else a
 client sends (dunders, private names, htag's own Tag API) is refused.
 
+A URL's query parameters only ever become arguments of the app's `init`: never
+attributes of the tag, page script (`js`) or content of the page.
+
 This module imports nothing of the web stack: app processes use it.
 """
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import time
 import weakref
@@ -24,6 +29,7 @@ EVENT_CALLERS = frozenset({"__on__", "__on_event__"})
 TAG_API = frozenset(dir(Tag)) | {"init", "exit"}  # htag's own methods, never a page's
 
 _bound: weakref.WeakKeyDictionary[Tag, set[str]] = weakref.WeakKeyDictionary()
+_FROM_URL: dict[type, type] = {}  # app class -> its stand-in (see created_from_url)
 
 
 def record_bindings() -> None:
@@ -61,6 +67,60 @@ def refusal(generators: dict[int, Any], target_id: Any, method: Any) -> str | No
     return f"{method!r} was never bound on this tag"
 
 
+def created_from_url(tag_class: type) -> type:
+    """A stand-in for `tag_class` that htag's HRenderer can construct from URL arguments.
+
+    htag's Tag constructor passes its keyword arguments to `init`, then sets each of
+    them as an attribute of the tag (`?is_admin=1` would overwrite what init set, and
+    `?js=...` would become page script); a class without `init` shows its positional
+    arguments as page content. Through this stand-in, the arguments reach `init` and
+    nothing else, and a class without `init` gets none. What it builds is a plain
+    instance of `tag_class`.
+    """
+    stand_in = _FROM_URL.get(tag_class)
+    if stand_in is None:
+        stand_in = _FROM_URL[tag_class] = _stand_in(tag_class)
+    return stand_in
+
+
+def _stand_in(tag_class: type) -> type:
+    own_init = _class_attribute(tag_class, "init")
+
+    class FromUrl(tag_class):
+        def __new__(cls, *args: Any, _hr_: Any = None, **kwargs: Any) -> Any:
+            tag: Any = object.__new__(tag_class)  # not a FromUrl: Python will not init it again
+            if own_init is None:
+                tag.__init__(_hr_=_hr_)
+                return tag
+
+            bound = own_init.__get__(tag, tag_class)
+
+            def init(*positional: Any) -> Any:
+                return bound(*positional, **kwargs)
+
+            tag.init = init  # what htag's constructor calls, for this construction only
+            try:
+                tag.__init__(*args, _hr_=_hr_)
+            finally:
+                del tag.init
+            return tag
+
+    FromUrl.__name__ = FromUrl.__qualname__ = tag_class.__name__
+    return FromUrl
+
+
+def _class_attribute(cls: type, name: str) -> Any:
+    """`name` as the class defines or inherits it, None if it does not.
+
+    Read from the classes' own dictionaries: htag's metaclass answers any attribute
+    asked of a Tag class with a brand new Tag class, which getattr() would return.
+    """
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    return None
+
+
 class RateLimit:
     """A token bucket: `rate` actions a second on average, bursts of `capacity` (2 x rate)."""
 
@@ -82,16 +142,37 @@ class RateLimit:
         return True
 
 
-def _is_exposed(cls: type, name: str) -> bool:
-    """Whether `name` is a method decorated with htag's @expose.
+class OpenConnections:
+    """A web worker's open WebSockets and event streams, counted per session and per
+    client address, each group capped (0: no cap)."""
 
-    Read from the classes' own dictionaries: htag's metaclass answers any attribute
-    asked of a Tag class with a brand new Tag class, which getattr() would return.
-    """
-    for klass in cls.__mro__:
-        if name in vars(klass):
-            return bool(getattr(vars(klass)[name], "__dict__", {}).get("_autoExposeClientSide_"))
-    return False
+    def __init__(self, per_session: int, per_address: int) -> None:
+        self.per_session = per_session
+        self.per_address = per_address
+        self._sessions: collections.Counter[str] = collections.Counter()
+        self._addresses: collections.Counter[str] = collections.Counter()
+
+    def open(self, session: str, address: str) -> str | None:
+        """Count one more connection; the reason it is refused (then not counted), or None."""
+        if self.per_session and self._sessions[session] >= self.per_session:
+            return f"over {self.per_session} connections for one session"
+        if self.per_address and self._addresses[address] >= self.per_address:
+            return f"over {self.per_address} connections from one address"
+        self._sessions[session] += 1
+        self._addresses[address] += 1
+        return None
+
+    def close(self, session: str, address: str) -> None:
+        for counter, key in ((self._sessions, session), (self._addresses, address)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
+
+
+def _is_exposed(cls: type, name: str) -> bool:
+    """Whether `name` is a method decorated with htag's @expose."""
+    method = _class_attribute(cls, name)
+    return bool(getattr(method, "__dict__", {}).get("_autoExposeClientSide_"))
 
 
 def origin_refusal(headers: Mapping[str, str], allowed_origins: frozenset[str]) -> str | None:

@@ -26,7 +26,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -42,6 +42,7 @@ from starlette.responses import (
     StreamingResponse,
 )
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import appref, security
@@ -58,6 +59,7 @@ from .sessions.cookie import (
     SessionMiddleware,
     load_or_create_secret,
     refresh_session_cookie,
+    store_session,
 )
 from .shutdown import stopping_event
 
@@ -70,6 +72,13 @@ WS_CLOSE_APP_GONE = 4404
 WS_CLOSE_POLICY = 1008
 WS_CLOSE_TOO_BIG = 1009
 PAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+INTERNAL_PATHS = ("/_/", "/_htagweb/")  # htagweb's own endpoints (never read request.session)
+MAX_MALFORMED_MESSAGES = 10  # a WebSocket sending more is closed: no page of ours does
+# Per client address, defaults that a crowd behind one proxy does not reach: past them a
+# page load gets 429, a WebSocket or event stream is refused.
+DEFAULT_NEW_SESSIONS_PER_IP = 600.0  # a minute, bursts of as many
+DEFAULT_CONNECTIONS_PER_SESSION = 32  # open WebSockets and event streams, per worker
+DEFAULT_CONNECTIONS_PER_IP = 512
 
 MESSAGE_TIMEOUT = (
     "The app stopped while handling this action (it ran longer than {seconds:g}s, or crashed). "
@@ -115,7 +124,9 @@ class Runner(Starlette):
         heartbeat: float = 25,
         max_message_bytes: int = MAX_INTERACTION_BYTES,
         max_processes_per_ip: int = 0,
-        new_sessions_per_ip: float = 0,
+        new_sessions_per_ip: float = DEFAULT_NEW_SESSIONS_PER_IP,
+        max_connections_per_session: int = DEFAULT_CONNECTIONS_PER_SESSION,
+        max_connections_per_ip: int = DEFAULT_CONNECTIONS_PER_IP,
         dev_reload: bool = False,
         ssl: Any = None,
     ) -> None:
@@ -143,11 +154,20 @@ class Runner(Starlette):
             raise ValueError("max_message_bytes must be > 0")
         # The largest interaction body or WebSocket message a page may send.
         self.max_message_bytes = int(max_message_bytes)
-        # Off by default: behind a proxy or a NAT many users share one address.
-        if max_processes_per_ip < 0 or new_sessions_per_ip < 0:
-            raise ValueError("per-IP limits must be >= 0 (0: no limit)")
+        # Behind a proxy or a NAT many users share one address: the defaults leave room.
+        limits = (
+            max_processes_per_ip,
+            new_sessions_per_ip,
+            max_connections_per_session,
+            max_connections_per_ip,
+        )
+        if min(limits) < 0:
+            raise ValueError("per-IP and per-session limits must be >= 0 (0: no limit)")
         self.max_processes_per_ip = int(max_processes_per_ip)
         self.new_sessions_per_ip = float(new_sessions_per_ip)  # a minute
+        self.connections = security.OpenConnections(
+            int(max_connections_per_session), int(max_connections_per_ip)
+        )
         # Development (python -m htagweb --reload): pages reload when this server process
         # is replaced, which they learn from its boot id.
         self.boot_id = secrets.token_hex(8) if dev_reload else ""
@@ -182,7 +202,15 @@ class Runner(Starlette):
                 Route("/_/{fqn}", self._events, methods=["GET"]),
                 WebSocketRoute("/_/{fqn}", self._interact_ws),
             ],
-            middleware=[Middleware(SessionMiddleware, cookie=cookie, store=self.session_store)],
+            middleware=[
+                Middleware(
+                    SessionMiddleware,
+                    cookie=cookie,
+                    store=self.session_store,
+                    on_rotate=self._session_rotated,
+                    internal=_is_internal,
+                )
+            ],
             lifespan=self._lifespan,
         )
         if self._home is not None:
@@ -278,6 +306,7 @@ class Runner(Starlette):
                 "interactions_per_second": self.interactions_per_second,
             },
         }
+        await store_session(request)  # a new visitor's session is stored from its first page
         refresh_session_cookie(request)  # an active user's cookie does not expire
         try:
             reply = await self.gateway.render(
@@ -298,20 +327,25 @@ class Runner(Starlette):
             return self._error_page(reply.get("error", "") if config.debug else MESSAGE_ENDED, 500)
         return HTMLResponse(reply["html"])
 
-    def _client_limits(self, request: Request) -> dict[str, Any] | None:
-        """The per-IP limits of this page load, if any is on.
+    def _client_limits(self, request: Request) -> dict[str, Any]:
+        """The client address of this page load, with the per-IP limits it is under.
 
         The address is the one uvicorn gives, which honours its trusted-proxy setting
         (--forwarded-allow-ips): X-Forwarded-For counts only from trusted proxies.
         """
-        if not (self.max_processes_per_ip or self.new_sessions_per_ip):
-            return None
         return {
-            "ip": security.address_group(request.client.host if request.client else ""),
+            "ip": _address_of(request),
             "new_session": request.scope.get(COOKIE_SCOPE_KEY) == "new",
             "max_processes": self.max_processes_per_ip,
             "new_sessions_per_minute": self.new_sessions_per_ip,
         }
+
+    async def _session_rotated(self, session_id: str) -> None:
+        """A session's cookie was rotated: what the old cookie opened is cut off."""
+        try:
+            await self.gateway.end_session(session_id)
+        except AppProcessError as exc:
+            logger.error("could not end the apps of a rotated session: %s", exc)
 
     def _error_page(self, text: str, status: int) -> HTMLResponse:
         body = f"<!DOCTYPE html><title>htagweb</title><p>{html.escape(text)}</p>"
@@ -393,11 +427,19 @@ class Runner(Starlette):
     async def _interact_ws(self, websocket: WebSocket) -> None:
         fqn = websocket.path_params["fqn"]
         refused = security.origin_refusal(websocket.headers, self.allowed_origins)
+        session_id = websocket.scope[SESSION_SCOPE_KEY]
+        address = _address_of(websocket)
+        refused = refused or self.connections.open(session_id, address)
         if refused:  # closing before accepting answers the handshake with 403
             logger.warning("refused a WebSocket: %s", refused)
             await websocket.close(WS_CLOSE_POLICY)
             return
-        session_id = websocket.scope[SESSION_SCOPE_KEY]
+        try:
+            await self._relay_websocket(websocket, fqn, session_id)
+        finally:
+            self.connections.close(session_id, address)
+
+    async def _relay_websocket(self, websocket: WebSocket, fqn: str, session_id: str) -> None:
         await self.gateway.start()
         try:
             if not FQN_PATTERN.match(fqn):
@@ -436,6 +478,11 @@ class Runner(Starlette):
         if refused:
             return PlainTextResponse(refused[1], status_code=refused[0])
         session_id = request.scope[SESSION_SCOPE_KEY]
+        address = _address_of(request)
+        too_many = self.connections.open(session_id, address)
+        if too_many:
+            logger.warning("refused an event stream: %s", too_many)
+            return PlainTextResponse(too_many, status_code=429)
         await self.gateway.start()
         params = request.query_params
         attach = {
@@ -445,10 +492,9 @@ class Runner(Starlette):
             "refresh": params.get("r") == "1",
             "rid": 0,
         }
-        return StreamingResponse(
+        return _EventStreamResponse(
             self._event_stream(self.gateway.app_socket(session_id, fqn), attach),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},  # nginx: unbuffered
+            on_close=lambda: self.connections.close(session_id, address),
         )
 
     async def _event_stream(self, path: str, attach: dict[str, Any]) -> AsyncIterator[str]:
@@ -528,6 +574,37 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _is_internal(scope: Scope) -> bool:
+    """Whether a request is for one of htagweb's own endpoints (below the ASGI root_path)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path.startswith(INTERNAL_PATHS)
+
+
+def _address_of(connection: Request | WebSocket) -> str:
+    """The client's address as per-IP limits count it (see security.address_group)."""
+    return security.address_group(connection.client.host if connection.client else "")
+
+
+class _EventStreamResponse(StreamingResponse):
+    """Server-Sent Events; `on_close` runs once the response ends, however it ends."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},  # nginx: unbuffered
+        )
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+
+
 def _require_cryptography() -> None:
     try:
         import cryptography  # noqa: F401
@@ -595,11 +672,10 @@ class _SocketBridge:
     async def run(self, attach: dict[str, Any], sealed: bool) -> None:
         """Bridge until either side leaves; `sealed`: parano, the page's keys come first."""
         if sealed:
-            hello = await self._hello()
-            if hello is None:
+            if not await self._hello(attach):  # the attach goes up with the page's key
                 return
-            attach["hello"] = hello
-        self.writer.write(encode_frame({**attach, "rid": 0}))
+        else:
+            self.writer.write(encode_frame({**attach, "rid": 0}))
         tasks = [
             asyncio.ensure_future(self._downstream()),
             asyncio.ensure_future(self._upstream()),
@@ -619,19 +695,42 @@ class _SocketBridge:
                 await self.websocket.send_text(json.dumps({"err": text}))
             await self.websocket.close(WS_CLOSE_APP_GONE, "the app ended")
 
-    async def _hello(self) -> str | None:
-        """The public key a parano page sends first; None if it left or sent something else."""
-        with contextlib.suppress(WebSocketDisconnect, InvalidInteraction):
-            text = await self.websocket.receive_text()
+    async def _hello(self, attach: dict[str, Any]) -> bool:
+        """Parano: the page's public key goes up with the attach, the app's comes back.
+
+        False, and the socket closed, if the page left or sent something else first, or
+        if no keys were agreed: a bad key, or a page id whose keys another page holds (the
+        app process then answers "reload": that one loads a page of its own).
+        """
+        hello = None
+        with contextlib.suppress(WebSocketDisconnect, InvalidInteraction, KeyError):
+            text = await self.websocket.receive_text()  # KeyError: a binary frame
             hello = parse_message(text, self.max_message_bytes).get("hello")
-            if hello is not None:
-                return str(hello)
+        reason = "a key exchange was expected"
+        if hello is not None:
+            self.writer.write(encode_frame({**attach, "hello": hello, "rid": 0}))
+            try:
+                reply = await read_frame(self.reader)
+            except (FrameError, ConnectionError):
+                reply = None
+            if not isinstance(reply, dict):
+                return True  # the app ended: the bridge finds out, and tells the page
+            if "timeout_interaction" in reply:
+                self.timeout_interaction = float(reply["timeout_interaction"])
+            down = _to_browser(reply)
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                if down is not None:
+                    await self.websocket.send_text(json.dumps(down))
+                if "hello" in reply:
+                    return True
+            reason = "no keys were agreed"
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-            await self.websocket.close(WS_CLOSE_POLICY, "a key exchange was expected")
-        return None
+            await self.websocket.close(WS_CLOSE_POLICY, reason)
+        return False
 
     async def _upstream(self) -> None:
         rid = 0
+        malformed = 0
         while True:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -648,8 +747,15 @@ class _SocketBridge:
                 if "hello" in parsed:
                     raise InvalidInteraction("keys are agreed once, when the socket opens")
             except InvalidInteraction as exc:
-                if exc.too_large:
-                    await self.websocket.close(WS_CLOSE_TOO_BIG, "message too big")
+                malformed += 1
+                if exc.too_large or malformed > MAX_MALFORMED_MESSAGES:
+                    code, reason = (
+                        (WS_CLOSE_TOO_BIG, "message too big")
+                        if exc.too_large
+                        else (WS_CLOSE_POLICY, "too many malformed messages")
+                    )
+                    logger.warning("closed a WebSocket: %s", reason)
+                    await self.websocket.close(code, reason)
                     self.browser_left = True
                     return
                 await self.websocket.send_text(json.dumps({"err": f"bad interaction: {exc}"}))

@@ -7,17 +7,25 @@ templates, and removes the runtime directory.
 
 Workers ask it, over supervisor.sock, with framed JSON (htagweb.ipc):
 
-    ensure   {app, key, stale}  a live process for this (session, app) -> {socket, pid}
+    ensure   {app, key, owner, stale, client}  a live process for this (session, app)
+                                -> {socket, pid}; owner: the session's hash
     loaded   {key}              its page was served (no answer): it may now be evicted
     prepare  {app}              start the app's template and spares ahead of its first user
     kill     {key}              end that process (an interaction ran past its deadline)
+    end_session {owner}         end every process of a session (its cookie was rotated)
     status   {}                 what runs, for tests and benchmarks
 
 Each app keeps a few spare processes, forked ahead and already serving on a spare
 socket: a new user's process is a spare whose socket is renamed to the user's name,
 so the fork and the process's start-up are off the page load's path. Spares count
-toward the process cap: at the cap, refilling them ends the least recently used
-process ahead of the next user (a small cap, under 16 per spare, keeps no spares).
+toward the process cap: at the cap, refilling them ends a process ahead of the next
+user (a small cap, under 16 per spare, keeps no spares).
+
+What ends at the cap (see `_eviction_rank`): first a process no page ever engaged
+with (loaded, never clicked nor connected: what an anonymous flood of page loads
+makes), then the least recently used process of the client address holding the most
+processes. So a flood from one address makes room from its own processes, never by
+ending users who are active.
 
 Signals: SIGTERM, SIGINT and SIGHUP stop it, like its master's end does.
 """
@@ -45,9 +53,11 @@ from .launchers import Launcher, LaunchError, make_launcher
 from .runtime import (
     ServerDir,
     log_to_stderr,
+    mark_used,
     process_alive,
     process_running,
     remove_stale_server_dirs,
+    usage,
 )
 from .security import RateLimit
 
@@ -72,6 +82,7 @@ class AppProcessRecord:
     launcher: Launcher
     loading_since: float | None = None  # a page load is under way: not to be evicted
     client_ip: str = ""  # the address whose page load started it (for per-IP limits)
+    owner: str = ""  # the hash of its session (see runtime.session_owner)
 
     def evictable(self) -> bool:
         return self.loading_since is None or time.monotonic() - self.loading_since > LOAD_GRACE
@@ -196,8 +207,12 @@ class Supervisor:
                 message["key"],
                 bool(message.get("stale")),
                 message.get("client"),
+                str(message.get("owner") or ""),
             )
             return {"socket": str(started.socket), "pid": started.pid}
+        if op == "end_session":
+            self.end_session(str(message["owner"]))
+            return {"ok": True}
         if op == "prepare":
             launcher = await self._launcher_for(AppRef.from_json(message["app"]))
             self._replenish(launcher)
@@ -234,12 +249,18 @@ class Supervisor:
         return lock
 
     async def ensure(
-        self, ref: AppRef, key: str, stale: bool, client: dict[str, Any] | None = None
+        self,
+        ref: AppRef,
+        key: str,
+        stale: bool,
+        client: dict[str, Any] | None = None,
+        owner: str = "",
     ) -> AppProcessRecord:
         """The live process of `key`, started (or restarted when stale or outdated).
 
-        `client` carries per-IP limits for a page load: {"ip", "new_session",
-        "max_processes", "new_sessions_per_minute"}; past one, LimitReached.
+        `client` carries the page load's address and per-IP limits: {"ip",
+        "new_session", "max_processes", "new_sessions_per_minute"}; past one,
+        LimitReached. `owner` names the session (see end_session).
         """
         async with self._lock(key):
             if client and client.get("new_session"):
@@ -259,13 +280,13 @@ class Supervisor:
             # from one address, each waiting for its fork, cannot all pass the limit.
             self._starting[address] += 1
             try:
-                return await self._start(ref, key, address)
+                return await self._start(ref, key, address, owner)
             finally:
                 self._starting[address] -= 1
                 if not self._starting[address]:
                     del self._starting[address]
 
-    async def _start(self, ref: AppRef, key: str, address: str) -> AppProcessRecord:
+    async def _start(self, ref: AppRef, key: str, address: str, owner: str) -> AppProcessRecord:
         """A process for `key`: a spare taken over, or a new fork (under the key's lock)."""
         launcher = await self._launcher_for(ref)
         socket_path = self.server_dir.app_socket(key)
@@ -283,9 +304,10 @@ class Supervisor:
             self.by_pid[pid] = record
         self._socket_owner[socket_path] = record.pid
         record.client_ip = address
+        record.owner = owner
         record.loading_since = time.monotonic()
         with contextlib.suppress(OSError):
-            os.utime(socket_path)  # the most recently used from now on
+            mark_used(socket_path, engaged_at=0)  # the most recently used, never engaged
         self.processes[key] = record
         self._replenish(launcher)
         logger.debug("app process %s serves %s", record.pid, ref.fqn)
@@ -317,6 +339,14 @@ class Supervisor:
             logger.warning("refused a new session for %s: over %s a minute", ip, per_minute)
             raise LimitReached("too many new sessions from this address")
 
+    def end_session(self, owner: str) -> None:
+        """End every process of the session `owner` names (its old cookie is cut off)."""
+        ended = [r for r in self.processes.values() if r.owner == owner]
+        for record in ended:
+            self._end(record)
+        if ended:
+            logger.info("session rotated: ended %s app process(es)", len(ended))
+
     def page_loaded(self, key: str) -> None:
         """The page is served: the process may be evicted, and a crowd's overshoot trimmed."""
         record = self.processes.get(key)
@@ -339,7 +369,7 @@ class Supervisor:
                 and launcher.alive
                 and not self._stopping.is_set()
             ):
-                if self._live_total() >= self.max_processes and not self._end_lru(keep=""):
+                if self._live_total() >= self.max_processes and not self._end_one(keep=""):
                     break
                 socket_path = self.server_dir.apps / f"spare-{next(self._spare_names)}.sock"
                 pid = await self._launch(launcher, socket_path)
@@ -396,22 +426,24 @@ class Supervisor:
             self._spawn_task(launcher.close())
 
     def _enforce_cap(self, keep: str, incoming: int = 0) -> None:
-        """Past the cap, end spares, then the least recently used processes (no error page)."""
+        """Past the cap, end spares, then processes in eviction order (no error page)."""
         excess = self._live_total() + incoming - self.max_processes
         for spares in self.spares.values():
             while excess > 0 and spares:
                 spare = spares.pop()
                 spare.launcher.kill(spare.pid)
                 excess -= 1
-        while excess > 0 and self._end_lru(keep=keep):
+        while excess > 0 and self._end_one(keep=keep):
             excess -= 1
 
-    def _end_lru(self, keep: str) -> bool:
+    def _end_one(self, keep: str) -> bool:
+        """End the process that goes first at the cap (see _eviction_rank); False if none may."""
         candidates = [r for r in self.processes.values() if r.key != keep and r.evictable()]
         if not candidates:
             return False
-        record = min(candidates, key=_last_used)
-        logger.info("process cap %s reached: ending LRU process %s", self.max_processes, record.pid)
+        shares = collections.Counter(r.client_ip for r in self.processes.values())
+        record = min(candidates, key=lambda r: _eviction_rank(r, shares))
+        logger.info("process cap %s reached: ending process %s", self.max_processes, record.pid)
         self._end(record)
         return True
 
@@ -440,11 +472,12 @@ class Supervisor:
         logger.debug("app process %s ended", pid)
 
 
-def _last_used(record: AppProcessRecord) -> float:
-    try:
-        return record.socket.stat().st_mtime
-    except OSError:
-        return 0.0
+def _eviction_rank(
+    record: AppProcessRecord, shares: collections.Counter[str]
+) -> tuple[bool, int, float]:
+    """Lowest ends first: never engaged, then the largest address's, then least recently used."""
+    engaged_at, used_at = usage(record.socket)
+    return engaged_at > 0, -shares[record.client_ip], used_at
 
 
 def main() -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import expect
-from support import REPO_DIR, User
+from support import REPO_DIR, STARTUP_TIMEOUT, User, free_port, wait_for_port
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 APP = """
 from htag import Tag
@@ -109,6 +113,117 @@ def test_a_url_runs_no_code_but_listed_apps_and_only_for_this_machine(serve_fork
     assert ".venv" not in user.http.get("/").text
     rebound = user.http.get("/", headers={"Host": "attacker.example:80"})
     assert rebound.status_code == 400  # DNS rebinding: a foreign name for this address
+
+
+# What a page of another site makes the browser send: it says so in one of these.
+CROSS_SITE = [
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Referer": "https://evil.example/x"},
+    {"Origin": "https://evil.example"},
+]
+LURED_LINK = "/_dev/open?path=lured.py&name=App"
+
+
+def write_lured_app(folder: Path) -> Path:
+    """An htag app of the folder that leaves a marker file whenever it is imported."""
+    marker = folder / "ran"
+    write_app(folder / "lured.py")
+    with (folder / "lured.py").open("a") as source:
+        source.write(f"open({str(marker)!r}, 'w').close()\n")
+    return marker
+
+
+def test_another_sites_page_cannot_open_an_app(serve_forked, tmp_path):
+    marker = write_lured_app(tmp_path)
+    server = serve_forked(devserver(), cwd=tmp_path)
+    with httpx.Client(base_url=server.url, timeout=60) as browser:
+        for headers in CROSS_SITE:  # an <img src>, a link, a form of evil.example
+            refused = browser.get(LURED_LINK, headers={**headers, "Cookie": "session=not-logged"})
+            assert refused.status_code == 403, (headers, refused.status_code)
+            assert "another site" in refused.text
+            assert not marker.exists(), f"{headers}: the file ran"
+        assert server.wait_for_log("refused GET '/_dev/open'", count=3) == 3, server.log
+        assert "not-logged" not in server.log  # the refusals are logged, never a cookie
+        own = {"Sec-Fetch-Site": "same-origin", "Origin": server.url, "Referer": server.url}
+        for headers in [own, {"Sec-Fetch-Site": "same-site"}, {"Sec-Fetch-Site": "none"}, {}]:
+            opened = browser.get(LURED_LINK, headers=headers)  # the folder's own link, typed, curl
+            assert opened.status_code == 200, (headers, opened.status_code)
+            assert marker.exists(), headers
+
+
+def test_another_sites_page_cannot_drive_any_route(serve_forked, tmp_path):
+    write_app(tmp_path / "main.py")
+    server = serve_forked(devserver("main.py"), cwd=tmp_path)
+    user = User(server.url)
+    for headers in CROSS_SITE:
+        for path in ("/", "/_htagweb/client.js", "/nowhere"):
+            status = user.http.get(path, headers=headers).status_code
+            assert status == 403, (headers, path, status)
+    page = user.get()
+    interaction = f"{page.endpoint}?i={page.instance}"
+    for headers in CROSS_SITE:  # a click forged by evil.example: counts nothing
+        refused = user.http.post(interaction, json=page.click("inc"), headers=headers)
+        assert refused.status_code == 403, (headers, refused.status_code)
+    ws_url = server.url.replace("http", "ws", 1) + interaction
+    cookie = "; ".join(f"{k}={v}" for k, v in user.http.cookies.items())
+    with pytest.raises(InvalidStatus) as handshake:
+        connect(ws_url, additional_headers={"Cookie": cookie, "Sec-Fetch-Site": "cross-site"},
+                open_timeout=30)  # fmt: skip
+    assert handshake.value.response.status_code == 403
+    assert ">1<" in user.post(page, page.click("inc")).text  # the first click that counted
+
+
+@pytest.fixture
+def other_site() -> Iterator[Callable[[str, Path], str]]:
+    """A second web server on this machine (python's http.server) serving one page, at
+    "localhost": another site than the dev server's 127.0.0.1 for the browser."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def serve_page(markup: str, folder: Path) -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "index.html").write_text(markup)
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+             "--directory", str(folder)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        started.append(process)
+        assert wait_for_port(port, process, STARTUP_TIMEOUT), "http.server did not start"
+        return f"http://localhost:{port}/"
+
+    yield serve_page
+    for process in started:
+        process.terminate()
+        process.wait(30)
+
+
+def test_chromium_on_another_sites_page_runs_no_app(serve_forked, new_page, other_site, tmp_path):
+    served = tmp_path / "served"
+    marker = write_lured_app(served)
+    server = serve_forked(devserver(), cwd=served)
+    link = server.url + LURED_LINK
+    evil = other_site(
+        f'<!DOCTYPE html><title>prizes</title><img src="{link}">'
+        f'<img referrerpolicy="no-referrer" src="{link}&amp;again=1">'  # Sec-Fetch-Site only
+        f'<a class="prize" href="{link}">win a prize</a>',
+        tmp_path / "evil",
+    )
+    page = new_page()
+    page.goto(evil)  # returns at the load event: both images were answered
+    assert not marker.exists(), "an <img> of another site ran the file"
+    for url in (LURED_LINK, f"{LURED_LINK}&again=1"):
+        assert server.wait_for_log(f'GET {url} HTTP/1.1" 403') == 1, server.log
+    with page.expect_response(link) as followed:
+        page.click(".prize")  # a top-level navigation from the other site
+    assert followed.value.status == 403
+    expect(page.locator("body")).to_contain_text("another site")
+    assert not marker.exists(), "a link of another site ran the file"
+
+    page.goto(server.url)  # typed by the developer: the folder's own link opens the app
+    page.click("a.app")
+    expect(page.locator(".count")).to_have_text("hello")
+    assert marker.exists()
 
 
 def test_files_whose_paths_look_alike_are_different_apps(serve_forked, tmp_path):

@@ -59,6 +59,13 @@ def home_with_cookie(server: ServerProcess, cookie: str) -> str:
     return response.text
 
 
+def log_in(page: Page, server: ServerProcess) -> None:
+    """Alice logs in at the provider through the example's page."""
+    page.goto(server.url)
+    page.click(".login")  # to the provider, which approves and sends the browser back
+    expect(page.locator(".hello")).to_have_text("Hello Alice")
+
+
 def test_login_whoami_rotation_and_logout(serve_forked, new_page):
     provider = start_provider(serve_forked)
     server = start_example(serve_forked, provider)
@@ -69,8 +76,7 @@ def test_login_whoami_rotation_and_logout(serve_forked, new_page):
     expect(page.locator(".hello")).to_have_count(0)
     before_login = session_cookie(page)
 
-    page.click(".login")  # to the provider, which approves and sends the browser back
-    expect(page.locator(".hello")).to_have_text("Hello Alice")
+    log_in(page, server)
     assert page.url.rstrip("/") == server.url  # back home, not stuck at /auth
     page.click(".whoami")  # answered by the app's own process, from the session
     expect(page.locator(".email")).to_have_text("alice@example.org")
@@ -85,13 +91,44 @@ def test_login_whoami_rotation_and_logout(serve_forked, new_page):
     assert "Hello Alice" not in stale
     assert text_of_class(stale, "login") == "Log in"
 
-    page.click(".logout")
+    with page.expect_request(lambda request: request.url.endswith("/logout")) as sent:
+        page.click(".logout")  # the page's form
+    assert sent.value.method == "POST"
     expect(page.locator(".login")).to_have_text("Log in")
     expect(page.locator(".hello")).to_have_count(0)
     page.click(".whoami")
     expect(page.locator(".email")).to_have_text("not logged in")
     assert session_cookie(page) != logged_in  # rotated at logout too
     assert "Hello Alice" not in home_with_cookie(server, session_cookie(page))
+    assert "Hello Alice" not in home_with_cookie(server, logged_in)  # nor the old cookie
+
+
+def test_another_site_cannot_log_the_user_out(serve_forked, new_page):
+    provider = start_provider(serve_forked)
+    server = start_example(serve_forked, provider)
+    page = new_page()
+    log_in(page, server)
+    logged_in = session_cookie(page)
+
+    # A GET, as another site's link, script navigation or <img> sends it: for a top-level
+    # navigation the browser sends the SameSite=Lax cookie, as it does here.
+    response = page.goto(server.url + "/logout")
+    assert response is not None and response.status == 405
+    # A POST from another site's page, carrying the cookie (which a browser would only
+    # send from this site, a sibling host or port included).
+    with httpx.Client(base_url=server.url, cookies={"session": logged_in}, timeout=30) as other:
+        for headers in ({"Origin": "https://evil.example"}, {"Referer": "https://evil.example/"}):
+            forged = other.post("/logout", headers=headers)
+            assert forged.status_code == 403, (headers, forged.status_code)
+    refusal = "logout refused: cross-site request from https://evil.example"
+    assert server.wait_for_log(refusal, count=2) == 2, server.log
+
+    assert text_of_class(home_with_cookie(server, logged_in), "hello") == "Hello Alice"
+    page.goto(server.url)
+    expect(page.locator(".hello")).to_have_text("Hello Alice")
+    page.click(".whoami")
+    expect(page.locator(".email")).to_have_text("alice@example.org")
+    assert session_cookie(page) == logged_in  # the session was neither emptied nor rotated
 
 
 def test_a_wrong_client_secret_is_a_clear_error_and_logs_nobody_in(serve_forked, new_page):

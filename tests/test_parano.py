@@ -7,8 +7,13 @@ as the browser client does with WebCrypto (tests/test_browser.py runs that one).
 from __future__ import annotations
 
 import base64
+import contextlib
+import hmac
 import json
+import os
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -30,14 +35,18 @@ def nonce(channel: int, counter: int) -> bytes:
 
 
 class Client:
-    """One connection's keys and counters, on the page's side."""
+    """One connection's keys and counters, on the page's side.
 
-    def __init__(self) -> None:
+    `prover`: the keys the page held before, which prove this key exchange.
+    """
+
+    def __init__(self, prover: Client | None = None) -> None:
         self.private = ec.generate_private_key(ec.SECP256R1())
         self.raw = self.private.public_key().public_bytes(
             Encoding.X962, PublicFormat.UncompressedPoint
         )
-        self.hello = base64.b64encode(self.raw).decode()
+        self.key = base64.b64encode(self.raw).decode()
+        self.hello = self.key if prover is None else f"{self.key}.{prover.prove(self.raw)}"
         self.sent = 0
         self.received = {"r": 0, "p": 0}
 
@@ -46,10 +55,15 @@ class Client:
         server_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), server_raw)
         shared = self.private.exchange(ec.ECDH(), server_key)
         keys = HKDF(
-            algorithm=hashes.SHA256(), length=64, salt=self.raw + server_raw,
+            algorithm=hashes.SHA256(), length=96, salt=self.raw + server_raw,
             info=b"htagweb parano v1",
         ).derive(shared)  # fmt: skip
-        self.to_server, self.from_server = AESGCM(keys[:32]), AESGCM(keys[32:])
+        self.to_server, self.from_server = AESGCM(keys[:32]), AESGCM(keys[32:64])
+        self.proof_key = keys[64:]
+
+    def prove(self, new_raw: bytes) -> str:
+        label = b"htagweb parano v1 proof"
+        return base64.b64encode(hmac.digest(self.proof_key, label + new_raw, "sha256")).decode()
 
     def seal(self, payload: dict) -> dict:
         self.sent += 1
@@ -157,11 +171,11 @@ def test_the_last_message_sent_again_gets_the_same_answer_and_is_applied_once(pa
     )
 
 
-def test_a_page_without_keys_is_asked_to_agree_again(parano_user):
+def test_a_page_without_keys_loads_again(parano_user):
     _, user, page = parano_user
     client, url = http_session(user, page)
     response = user.http.post(url.replace("tab1", "other"), json=client.seal(page.click("inc")))
-    assert response.status_code == 409 and response.json() == {"rekey": True}
+    assert response.status_code == 410 and response.json() == {"reload": True}
 
 
 def test_sealed_socket_with_pushes(parano_user):
@@ -212,3 +226,194 @@ def test_parano_per_handle_call(serve_forked):
     client, url = http_session(user, sealed_page)
     answer = client.open(user.http.post(url, json=client.seal(sealed_page.click("inc"))).json())
     assert ">1<" in counted(answer)
+
+
+# -- keys belong to the page that agreed them ---------------------------------------------
+
+
+def same_cookie(user: User) -> User:
+    """Someone who read the user's traffic (no TLS): the same session cookie."""
+    other = User(user.base_url)
+    other.http.cookies.update(user.http.cookies)
+    return other
+
+
+def forged_proof() -> str:
+    """A fresh key with a proof made up: what someone without the page's keys can send."""
+    return f"{Client().key}.{base64.b64encode(os.urandom(32)).decode()}"
+
+
+@contextlib.contextmanager
+def sealed_socket(user: User, page, tab: str, client: Client) -> Iterator[Any]:
+    """A parano socket of page `tab`, its hello sent."""
+    with user.websocket(page, extra=f"&p={tab}&s=1") as ws:
+        ws.send(json.dumps({"hello": client.hello}))
+        yield ws
+
+
+def until_closed(ws, timeout: float = 10) -> tuple[list[dict], int | None]:
+    """What a socket receives until the server closes it (and the close code; None: the
+    socket was still open after `timeout` seconds of silence)."""
+    received = []
+    try:
+        while True:
+            received.append(json.loads(ws.recv(timeout=timeout)))
+    except ConnectionClosed as closed:
+        return received, closed.rcvd.code if closed.rcvd else None
+    except TimeoutError:
+        return received, None
+
+
+def test_a_sockets_keys_cannot_be_taken_by_someone_who_read_its_page_id(parano_user):
+    """The attack: with the victim's cookie, page id and instance (all read on the wire),
+    open a socket of that page with keys of one's own. Before, it got keys, the victim's
+    socket lost its pushes, and they came to the attacker sealed with the attacker's keys.
+    Now the socket is refused and closed, and the victim keeps its keys and pushes."""
+    _, user, page = parano_user
+    attacker = same_cookie(user)
+    victim = Client()
+    with sealed_socket(user, page, "victim", victim) as ws:
+        victim.agree(json.loads(ws.recv(timeout=10))["hello"])
+        for hello in (Client().hello, forged_proof()):
+            with attacker.websocket(page, extra="&p=victim&s=1") as stolen:
+                stolen.send(json.dumps({"hello": hello}))
+                received, code = until_closed(stolen)
+            assert received == [{"reload": True}]  # no keys: nothing it could open
+            assert code == 1008
+        ws.send(json.dumps(victim.seal(page.click("ticks"))))
+        victim.open(json.loads(ws.recv(timeout=10)))
+        pushes = [victim.open(json.loads(ws.recv(timeout=10))) for _ in range(3)]
+        assert ">300<" in counted(pushes[-1])
+    attacker.close()
+
+
+def test_an_http_pages_keys_cannot_be_taken_by_someone_who_read_its_page_id(parano_user):
+    """The same over HTTP: a key exchange posted with the victim's page id used to replace
+    its keys (the victim's event stream then carried pushes sealed for the attacker)."""
+    server, user, page = parano_user
+    attacker = same_cookie(user)
+    victim, url = http_session(user, page, "victim")
+    with user.http.stream("GET", url + "&r=1") as stream:  # the victim's pushes
+        lines = stream.iter_lines()
+
+        def next_push() -> dict:
+            for line in lines:
+                if line.startswith("data: "):
+                    return victim.open(json.loads(line.removeprefix("data: ")))
+            raise AssertionError("the event stream ended")
+
+        assert '"0"' in counted(next_push())  # attached: the current page, sealed for the victim
+        for hello in (Client().hello, forged_proof()):
+            answer = attacker.http.post(url, json={"hello": hello})
+            assert answer.status_code == 410 and answer.json() == {"reload": True}
+        clicked = user.http.post(url, json=victim.seal(page.click("ticks")))
+        victim.open(clicked.json())
+        pushes = [next_push() for _ in range(3)]
+        assert ">300<" in counted(pushes[-1])
+    assert server.wait_for_log("refused a key exchange for a page that has keys") >= 2
+    attacker.close()
+
+
+def test_a_socket_that_reconnects_proves_its_keys_and_a_replayed_hello_is_refused(parano_user):
+    _, user, page = parano_user
+    attacker = same_cookie(user)
+    first = Client()
+    with sealed_socket(user, page, "tab1", first) as ws:
+        first.agree(json.loads(ws.recv(timeout=10))["hello"])
+        ws.send(json.dumps(first.seal(page.click("inc"))))
+        assert ">1<" in counted(first.open(json.loads(ws.recv(timeout=10))))
+    second = Client(prover=first)  # a reconnection: new keys, proven with the first ones
+    with sealed_socket(user, page, "tab1", second) as ws:
+        second.agree(json.loads(ws.recv(timeout=10))["hello"])
+        ws.send(json.dumps(second.seal(page.click("inc"))))
+        assert ">2<" in counted(second.open(json.loads(ws.recv(timeout=10))))
+    lost = Client(prover=second)  # the app agrees, the page never gets the answer
+    with sealed_socket(user, page, "tab1", lost) as ws:
+        assert "hello" in json.loads(ws.recv(timeout=10))
+    retry = Client(prover=second)  # so the page proves with the keys it has
+    with sealed_socket(user, page, "tab1", retry) as ws:
+        retry.agree(json.loads(ws.recv(timeout=10))["hello"])
+        for replayed in (lost, retry, second):  # hellos read on the way and sent again
+            with sealed_socket(attacker, page, "tab1", replayed) as stolen:
+                assert until_closed(stolen) == ([{"reload": True}], 1008)
+        ws.send(json.dumps(retry.seal(page.click("ticks"))))  # the page kept its socket
+        retry.open(json.loads(ws.recv(timeout=10)))
+        pushes = [retry.open(json.loads(ws.recv(timeout=10))) for _ in range(3)]
+        assert ">302<" in counted(pushes[-1])
+    attacker.close()
+
+
+def test_new_keys_over_http_after_a_socket_or_a_counter_mismatch_are_proven(parano_user):
+    _, user, page = parano_user
+    on_socket = Client()
+    with sealed_socket(user, page, "tab1", on_socket) as ws:
+        on_socket.agree(json.loads(ws.recv(timeout=10))["hello"])
+        ws.send(json.dumps(on_socket.seal(page.click("inc"))))
+        assert ">1<" in counted(on_socket.open(json.loads(ws.recv(timeout=10))))
+    # The socket is gone for good: the page goes on over HTTP, proving with its keys.
+    url = f"{page.endpoint}?i={page.instance}&p=tab1"
+    assert user.http.post(url, json={"hello": Client().hello}).status_code == 410
+    http = Client(prover=on_socket)
+    http.agree(user.http.post(url, json={"hello": http.hello}).json()["hello"])
+    answer = http.open(user.http.post(url, json=http.seal(page.click("inc"))).json())
+    assert ">2<" in counted(answer)
+    http.sent += 1  # a message lost on the way: the counters are out of step
+    early = user.http.post(url, json=http.seal(page.click("inc")))
+    assert early.status_code == 409 and early.json() == {"rekey": True}
+    rekeyed = Client(prover=http)  # no counter in the proof: it works all the same
+    rekeyed.agree(user.http.post(url, json={"hello": rekeyed.hello}).json()["hello"])
+    answer = rekeyed.open(user.http.post(url, json=rekeyed.seal(page.click("inc"))).json())
+    assert ">3<" in counted(answer)
+
+
+def test_a_page_whose_keys_were_forgotten_loads_again(parano_user):
+    _, user, page = parano_user
+    victim, url = http_session(user, page, "victim")
+    for other in range(64):  # the app process keeps the keys of 64 pages
+        http_session(user, page, f"other{other}")
+    response = user.http.post(url, json=victim.seal(page.click("inc")))
+    assert response.status_code == 410 and response.json() == {"reload": True}
+    proven = Client(prover=victim)  # its proof is checked against nothing: no new keys
+    response = user.http.post(url, json={"hello": proven.hello})
+    assert response.status_code == 410 and response.json() == {"reload": True}
+    reloaded, url = http_session(user, page, "reloaded")  # a page load: a new page id
+    assert ">1<" in counted(
+        reloaded.open(user.http.post(url, json=reloaded.seal(page.click("inc"))).json())
+    )
+
+
+def test_page_keys_are_renewed_only_with_a_proof():
+    from htagweb.parano import KeysLost, KeysRefused, PageKeys
+
+    def idle(page: str) -> bool:
+        return False
+
+    keys = PageKeys(limit=4)
+    first = Client()
+    first.agree(keys.agree("p", first.hello, idle).hello)
+    stranger = Client()  # keys of some other agreement
+    stranger.agree(PageCipher(stranger.key).hello)
+    for unproven in (Client().hello, forged_proof(), Client(prover=stranger).hello):
+        with pytest.raises(KeysRefused):
+            keys.agree("p", unproven, idle)
+    assert keys.get("p") is not None
+    second = Client(prover=first)
+    cipher = keys.agree("p", second.hello, idle)
+    with pytest.raises(KeysRefused, match="again"):
+        keys.agree("p", second.hello, idle)
+    retry = Client(prover=first)  # second's answer was lost: the page still holds first
+    retry.agree(keys.agree("p", retry.hello, idle).hello)
+    assert keys.get("p") is not cipher
+    with pytest.raises(KeysRefused, match="again"):
+        keys.agree("p", second.hello, idle)
+    third = Client(prover=retry)
+    keys.agree("p", third.hello, idle)
+    with pytest.raises(KeysRefused):  # first's keys proved for the last time before retry
+        keys.agree("p", Client(prover=first).hello, idle)
+    with pytest.raises(KeysLost):
+        keys.agree("q", Client(prover=first).hello, idle)
+    with pytest.raises(SealError, match="P-256"):
+        keys.agree("q", "not a key.AAAA", idle)
+    for page in "abcd":
+        keys.agree(page, Client().hello, lambda page: page == "p")
+    assert keys.get("p") is not None and keys.get("a") is None  # idle pages go first

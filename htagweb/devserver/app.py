@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from .. import runtime
 from ..server import Runner
+from .crosssite import SameSiteOnly
 from .folder import OPEN_PATH, ROOT_VARIABLE, FolderBrowser, served_root
 from .targets import DevError, OutsideFolder, load_app, split_target
 
@@ -70,17 +71,20 @@ def build(root: Path, target: str, options: dict[str, Any]) -> Runner:
 
 
 def guard(app: Starlette, host: str) -> None:
-    """Only requests naming this machine (or the address served) reach the app.
+    """Only requests naming this machine (or the address served), and not sent by
+    another site's page, reach the app.
 
-    A page of another site can make the browser send requests here, and with DNS
-    rebinding read the answers: the Host header tells those apart.
+    A page of another site can make the browser send requests here (opening a URL runs
+    a file of the folder), and with DNS rebinding read the answers: the Host header
+    tells the rebinding apart, Sec-Fetch-Site, Origin and Referer the other site's page.
     """
     hosts = ["127.0.0.1", "localhost", "::1", "[::1]"]
     if host in ("0.0.0.0", "::"):
         hosts = ["*"]  # served to the network on purpose
     elif host not in hosts:
         hosts.append(host)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
+    app.add_middleware(SameSiteOnly)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)  # outermost: added last
 
 
 def create() -> Starlette:

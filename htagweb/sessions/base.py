@@ -12,10 +12,13 @@ different keys never undo each other. Stores know nothing of the web layer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import stat
 import time
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 DEFAULT_MAX_BYTES = 1024 * 1024
@@ -44,6 +47,21 @@ def encode_value(key: str, value: Any) -> str:
         ) from None
 
 
+def private_dir(path: Path) -> Path:
+    """Create `path` 0700, or make an existing one 0700: session data and keys live there."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
+        path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path) -> None:
+    """Make an existing file 0600 (nothing if it does not exist)."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_IMODE(path.stat().st_mode) != 0o600:
+            path.chmod(0o600)
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(16)  # 128 random bits
 
@@ -66,8 +84,8 @@ class SessionStore(ABC):
     # -- tokens --------------------------------------------------------------------
 
     @abstractmethod
-    def create(self, token: str) -> str:
-        """A new, empty session reached by `token`; returns its id."""
+    def create(self, token: str, session_id: str | None = None) -> str:
+        """A new, empty session reached by `token` (with this id, or a new one); its id."""
 
     @abstractmethod
     def resolve(self, token: str) -> str | None:

@@ -10,26 +10,29 @@ import contextlib
 import os
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from itsdangerous import BadSignature, Signer
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .base import SessionStore, new_session_id, new_token
+from .base import SessionStore, new_session_id, new_token, private_dir
 from .views import RequestSession
 
 SESSION_SCOPE_KEY = "htagweb.session_id"  # the internal session id (never sent to a browser)
 TOKEN_SCOPE_KEY = "htagweb.session_token"
 COOKIE_SCOPE_KEY = "htagweb.set_cookie"  # set: the response carries a (new) cookie
+NEW_SCOPE_KEY = "htagweb.session_new"  # True: a new session, not stored (yet)
 TOKEN_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{22}\Z")
 SECRET_FILE = "secret.key"
 
 
 def load_or_create_secret(state_dir: Path) -> bytes:
     """The signing key shared by every worker: from a 0600 file, created once."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(state_dir)
     path = state_dir / SECRET_FILE
     if not path.exists():
         draft = state_dir / f".{SECRET_FILE}.{os.getpid()}"
@@ -72,10 +75,11 @@ class SessionCookie:
 
 
 def rotate_session(connection: HTTPConnection) -> None:
-    """Give this request's session a new id, keeping its data (call it right after login).
+    """Give this request's session a new token, keeping its data (call it at login and logout).
 
-    The old cookie stops working; the response carries the new one. The user's
-    running apps are not disturbed.
+    When the response starts, the old cookie stops working, and everything opened with it
+    is cut: the session's app processes end (their WebSockets and event streams close,
+    their pages reload), so the next page load starts the apps afresh, `tag.state` kept.
     """
     connection.scope[COOKIE_SCOPE_KEY] = "rotate"
 
@@ -85,17 +89,42 @@ def refresh_session_cookie(connection: HTTPConnection) -> None:
     connection.scope.setdefault(COOKIE_SCOPE_KEY, "refresh")
 
 
+async def store_session(connection: HTTPConnection) -> None:
+    """Store this request's session now if it is new (a page load is about to use it)."""
+    session = connection.scope["session"]
+    if isinstance(session, RequestSession) and connection.scope.get(NEW_SCOPE_KEY):
+        store: SessionStore = session.store
+        await run_in_threadpool(store.create, connection.scope[TOKEN_SCOPE_KEY], session.session_id)
+        connection.scope[NEW_SCOPE_KEY] = False
+        connection.scope[COOKIE_SCOPE_KEY] = "new"
+
+
 class SessionMiddleware:
     """Resolves the session of each request; request.session is its data.
 
     scope["htagweb.session_id"] is the session's internal id; changes made through
-    request.session are saved when the response starts.
+    request.session are saved when the response starts. A request without a valid
+    cookie gets a new session that is stored (and given a cookie) only if a page loads
+    or something is written into it. Every store call runs in a thread.
+
+    `on_rotate(session_id)` is awaited once a rotation took effect, before the response
+    starts; `internal(scope)` names requests that never read request.session (nothing
+    is read ahead for them).
     """
 
-    def __init__(self, app: ASGIApp, cookie: SessionCookie, store: SessionStore) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        cookie: SessionCookie,
+        store: SessionStore,
+        on_rotate: Callable[[str], Awaitable[None]] | None = None,
+        internal: Callable[[Scope], bool] | None = None,
+    ) -> None:
         self.app = app
         self.cookie = cookie
         self.store = store
+        self.on_rotate = on_rotate
+        self.internal = internal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -103,32 +132,46 @@ class SessionMiddleware:
             return
         connection = HTTPConnection(scope)
         token = self.cookie.read(connection.cookies.get(self.cookie.name))
-        session_id = self.store.resolve(token) if token else None
-        if session_id is None and scope["type"] == "websocket":
-            token, session_id = "", new_session_id()  # cannot set a cookie: store nothing
-        elif session_id is None:
-            token = new_token()
-            session_id = self.store.create(token)
-            scope[COOKIE_SCOPE_KEY] = "new"
+        session_id = await run_in_threadpool(self.store.resolve, token) if token else None
+        new = session_id is None
+        if new:
+            token, session_id = new_token(), new_session_id()
+        assert token is not None and session_id is not None
         scope[TOKEN_SCOPE_KEY] = token
         scope[SESSION_SCOPE_KEY] = session_id
-        session = scope["session"] = RequestSession(self.store, session_id)
-        if scope["type"] != "http":
+        scope[NEW_SCOPE_KEY] = new
+        session = scope["session"] = RequestSession(self.store, session_id, new=new)
+        if scope["type"] != "http":  # a WebSocket cannot set a cookie: a new one stores nothing
             await self.app(scope, receive, send)
             return
+        if not new and not (self.internal and self.internal(scope)):
+            await run_in_threadpool(session.preload)
 
         async def send_with_session(message: Message) -> None:
             if message["type"] == "http.response.start":
-                session.save()
-                cookie = scope.get(COOKIE_SCOPE_KEY)
-                if cookie:
-                    current = scope[TOKEN_SCOPE_KEY]
-                    if cookie == "rotate":
-                        rotated = new_token()
-                        if self.store.rotate(current, rotated):
-                            scope[TOKEN_SCOPE_KEY] = current = rotated
-                    header = self.cookie.header(current, secure=scope.get("scheme") == "https")
+                rotated = await run_in_threadpool(self._save, scope, session)
+                if rotated and self.on_rotate is not None:
+                    await self.on_rotate(session_id)
+                if scope.get(COOKIE_SCOPE_KEY) and not scope[NEW_SCOPE_KEY]:
+                    secure = scope.get("scheme") == "https"
+                    header = self.cookie.header(scope[TOKEN_SCOPE_KEY], secure=secure)
                     MutableHeaders(scope=message).append("set-cookie", header)
             await send(message)
 
         await self.app(scope, receive, send_with_session)
+
+    def _save(self, scope: Scope, session: RequestSession) -> bool:
+        """Store what the request changed (and a new session it wrote into); True if the
+        session was rotated. Blocking: runs in a thread."""
+        if session.modified and scope[NEW_SCOPE_KEY]:
+            self.store.create(scope[TOKEN_SCOPE_KEY], session.session_id)
+            scope[NEW_SCOPE_KEY] = False
+            scope[COOKIE_SCOPE_KEY] = scope.get(COOKIE_SCOPE_KEY) or "new"
+        session.save()
+        if scope.get(COOKIE_SCOPE_KEY) != "rotate" or scope[NEW_SCOPE_KEY]:
+            return False
+        rotated = new_token()
+        if not self.store.rotate(scope[TOKEN_SCOPE_KEY], rotated):
+            return False
+        scope[TOKEN_SCOPE_KEY] = rotated
+        return True

@@ -21,8 +21,8 @@ class MemoryStore(SessionStore):
         self._data: dict[str, dict[str, str]] = {}
         self._seen: dict[str, float] = {}
 
-    def create(self, token: str) -> str:
-        session_id = new_session_id()
+    def create(self, token: str, session_id: str | None = None) -> str:
+        session_id = session_id or new_session_id()
         with self._lock:
             self._tokens[token] = session_id
             self._data[session_id] = {}

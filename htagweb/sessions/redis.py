@@ -51,8 +51,8 @@ class RedisStore(SessionStore):
     def _data_key(self, session_id: str) -> str:
         return f"{self.prefix}d:{session_id}"
 
-    def create(self, token: str) -> str:
-        session_id = new_session_id()
+    def create(self, token: str, session_id: str | None = None) -> str:
+        session_id = session_id or new_session_id()
         pipe = self._redis().pipeline()
         pipe.set(self._token_key(token), session_id, ex=self._ttl)
         pipe.sadd(self._tokens_key(session_id), token)

@@ -7,13 +7,14 @@ connection must not cross a fork).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
-from .base import TOUCH_EVERY, SessionStore, new_session_id
+from .base import TOUCH_EVERY, SessionStore, new_session_id, private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, seen REAL NOT NULL);
@@ -48,7 +49,7 @@ class SQLiteStore(SessionStore):
             self._pid = os.getpid()
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._make_private()
             connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             connection.execute("PRAGMA synchronous=NORMAL")
@@ -57,15 +58,23 @@ class SQLiteStore(SessionStore):
             if connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 connection.execute("PRAGMA journal_mode=WAL")  # kept in the file from then on
                 connection.executescript(SCHEMA)
-                os.chmod(self.path, 0o600)
             self._local.connection = connection
         return connection
 
-    def create(self, token: str) -> str:
-        session_id = new_session_id()
+    def _make_private(self) -> None:
+        """The database 0600, before SQLite first opens it; SQLite gives its -wal and -shm
+        files the database's mode when it creates them, and older ones are mended here."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            private_file(Path(f"{self.path}{suffix}"))
+
+    def create(self, token: str, session_id: str | None = None) -> str:
+        session_id = session_id or new_session_id()
         db = self._db()
         with _transaction(db):
-            db.execute("INSERT INTO sessions VALUES (?, ?)", (session_id, self.now()))
+            db.execute("INSERT OR IGNORE INTO sessions VALUES (?, ?)", (session_id, self.now()))
             db.execute("INSERT INTO tokens VALUES (?, ?)", (token, session_id))
         return session_id
 

@@ -67,12 +67,26 @@ class AppSession(_StoredSession):
 
 
 class RequestSession(_StoredSession):
-    """request.session in a web worker: changed keys are saved when the response starts."""
+    """request.session in a web worker: changed keys are saved when the response starts.
 
-    def __init__(self, store: SessionStore, session_id: str) -> None:
+    The middleware reads it ahead in a thread (`preload`) for the routes that may use it,
+    so that reading it in a route does not block the event loop.
+    """
+
+    def __init__(self, store: SessionStore, session_id: str, new: bool = False) -> None:
         super().__init__(store, session_id)
+        if new:
+            self._texts = {}  # not stored yet: nothing to read
         self._changed: dict[str, str] = {}
         self._deleted: set[str] = set()
+
+    def preload(self) -> None:
+        """Read the session now (blocking: call it in a thread)."""
+        self._loaded()
+
+    @property
+    def modified(self) -> bool:
+        return bool(self._changed or self._deleted)
 
     def __setitem__(self, key: str, value: Any) -> None:
         values = self._loaded()
@@ -90,7 +104,7 @@ class RequestSession(_StoredSession):
         self._deleted.add(key)
 
     def save(self) -> None:
-        """Write the keys this request changed (and only those)."""
-        if self._changed or self._deleted:
+        """Write the keys this request changed, and only those (blocking: in a thread)."""
+        if self.modified:
             self.store.write(self.session_id, self._changed, self._deleted)
             self._changed, self._deleted = {}, set()

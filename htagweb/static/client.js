@@ -17,7 +17,9 @@
 //
 // In parano mode (data-parano="1") every interaction, answer and push is sealed with
 // AES-256-GCM under keys agreed by ECDH P-256 for each connection (WebCrypto); see
-// htagweb/parano.py for the protocol.
+// htagweb/parano.py for the protocol. A parano page applies nothing that comes unsealed
+// but the server's control messages (reload, rekey, an error's text, the key exchange),
+// and proves each new key exchange with its current keys.
 //
 // Settings come from this file's own <script> tag: data-endpoint, data-mode,
 // data-instance (the app instance the page shows), data-heartbeat (seconds, 0: none),
@@ -169,6 +171,16 @@ body.htagweb-busy::after {
     }
   }
 
+  function parsed(text) {
+    // A message from the server is a JSON object; null for anything else.
+    try {
+      const value = JSON.parse(text);
+      return value && typeof value === "object" ? value : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
   function receive(message) {
     if (typeof message.seq === "number") {
       while (outbox.length && outbox[0].seq <= message.seq) outbox.shift().done();
@@ -209,12 +221,14 @@ body.htagweb-busy::after {
   // The keys and counters of one connection. hello() gives this side's public key,
   // agree() takes the server's; seal() and open() then work, in order.
   class Seal {
-    async hello() {
+    async hello(prover) {
       if (!window.crypto.subtle) throw new Error("parano mode needs https (or localhost)");
       const curve = { name: "ECDH", namedCurve: "P-256" };
       this.pair = await crypto.subtle.generateKey(curve, false, ["deriveBits"]);
       this.raw = new Uint8Array(await crypto.subtle.exportKey("raw", this.pair.publicKey));
-      return toBase64(this.raw);
+      const key = toBase64(this.raw);
+      // A page that has keys proves it holds them: its page id alone gets no one new keys.
+      return prover ? key + "." + (await prover.prove(this.raw)) : key;
     }
 
     async agree(serverHello) {
@@ -229,12 +243,23 @@ body.htagweb-busy::after {
       salt.set(serverRaw, this.raw.length);
       const info = encoder.encode("htagweb parano v1");
       const bits = new Uint8Array(await crypto.subtle.deriveBits(
-        { name: "HKDF", hash: "SHA-256", salt, info }, base, 512));
+        { name: "HKDF", hash: "SHA-256", salt, info }, base, 768));
       const aes = (bytes, use) => crypto.subtle.importKey("raw", bytes, "AES-GCM", false, [use]);
       this.toServer = await aes(bits.slice(0, 32), "encrypt");
-      this.fromServer = await aes(bits.slice(32), "decrypt");
+      this.fromServer = await aes(bits.slice(32, 64), "decrypt");
+      this.proofKey = await crypto.subtle.importKey(
+        "raw", bits.slice(64), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
       this.sent = 0;
       this.received = { r: 0, p: 0 };
+    }
+
+    async prove(raw) {
+      // The next key exchange's public key, signed with these keys (no counter involved).
+      const label = encoder.encode("htagweb parano v1 proof");
+      const data = new Uint8Array(label.length + raw.length);
+      data.set(label);
+      data.set(raw, label.length);
+      return toBase64(await crypto.subtle.sign("HMAC", this.proofKey, data));
     }
 
     async seal(text) {
@@ -263,12 +288,36 @@ body.htagweb-busy::after {
     apply({ err: error.message });
   }
 
+  // The keys this page last agreed on with its app, over either transport: they prove the
+  // next key exchange.
+  let pageSeal = null;
+
+  // The app seals every action it sends. What comes unsealed is applied only as one of the
+  // server's control messages, rebuilt from its known fields (an error is only ever text
+  // to show); anything else was added on the way and is dropped.
+  let droppedOnce = false;
+
+  function controlOf(message) {
+    if (message.reload === true) return { reload: true };
+    if (message.rekey === true) return { rekey: true };
+    if (typeof message.err === "string") return { err: message.err };
+    if (!droppedOnce) {
+      droppedOnce = true;
+      apply({ err: "an unsealed message was dropped (parano mode)" });
+    }
+    return null;
+  }
+
   // Messages are opened one after the other (WebCrypto is asynchronous), in arrival order.
   let opening = Promise.resolve();
 
   function receiveFrom(seal, message) {
     opening = opening.then(async () => {
-      if (!message.d) return receive(message); // plaintext: reload, errors, rekey
+      if (!message.d) {
+        const control = controlOf(message);
+        if (control) receive(control);
+        return;
+      }
       let actions;
       try {
         actions = await seal.open(message);
@@ -342,6 +391,7 @@ body.htagweb-busy::after {
     const ws = new WebSocket(urlOf("ws", connectedOnce));
     const seal = parano ? new Seal() : null;
     let opened = false;
+    let helloHeard = false; // parano: this socket's one key exchange
     socket = ws;
     ws.onopen = function () {
       opened = connectedOnce = true;
@@ -349,7 +399,7 @@ body.htagweb-busy::after {
       pingSentAt = 0;
       setStreamDown(false);
       if (seal) {
-        seal.hello().then((hello) => ws.send(JSON.stringify({ hello })), cannotSeal);
+        seal.hello(pageSeal).then((hello) => ws.send(JSON.stringify({ hello })), cannotSeal);
       } else {
         for (const item of outbox) ws.send(item.text);
       }
@@ -357,24 +407,33 @@ body.htagweb-busy::after {
     ws.onmessage = function (event) {
       pingSentAt = 0; // anything heard answers the ping
       if (event.data === "pong") return;
-      const message = JSON.parse(event.data);
+      const message = parsed(event.data) || {}; // {}: dropped below (parano), or ignored
       if (!seal) {
         receive(message);
         return;
       }
-      if (message.rekey) {
+      if (!helloHeard && typeof message.hello === "string" && !message.rekey) {
+        helloHeard = true;
+        opening = opening.then(async () => {
+          try {
+            await seal.agree(message.hello);
+          } catch (e) {
+            apply({ err: "the key exchange failed: " + e.message });
+            ws.close();
+            return;
+          }
+          if (socket !== ws) return; // a later socket proves with the keys it had
+          socketSeal = pageSeal = seal;
+          for (const item of outbox) sendOnSocket(ws, item);
+        });
+        if (message.d) receiveFrom(seal, message); // the current tree, with the new keys
+        return;
+      }
+      if (!message.d && message.rekey === true) {
         ws.close(); // keys out of step: the next socket agrees on new ones, resends the rest
         return;
       }
-      if (message.hello) {
-        opening = opening.then(async () => {
-          await seal.agree(message.hello);
-          if (socket !== ws) return;
-          socketSeal = seal;
-          for (const item of outbox) sendOnSocket(ws, item);
-        });
-      }
-      if (message.d || !message.hello) receiveFrom(seal, message);
+      receiveFrom(seal, message); // sealed, or unsealed: a control message or dropped
     };
     ws.onclose = function (event) {
       if (socket === ws) socketLost(event.code, opened);
@@ -445,18 +504,24 @@ body.htagweb-busy::after {
         const seal = new Seal();
         let hello;
         try {
-          hello = await seal.hello();
+          hello = await seal.hello(pageSeal);
         } catch (e) {
           cannotSeal(e);
           return null;
         }
         const answer = await post(JSON.stringify({ hello }));
-        if (answer && answer.hello) {
-          await seal.agree(answer.hello);
-          httpSeal = seal;
+        if (answer && typeof answer.hello === "string") {
+          try {
+            await seal.agree(answer.hello);
+          } catch (e) {
+            apply({ err: "the key exchange failed: " + e.message });
+            return null;
+          }
+          httpSeal = pageSeal = seal;
           return seal;
         }
-        if (answer) receive(answer); // reload, or an error
+        const control = answer && controlOf(answer);
+        if (control) receive(control); // reload, or an error
         return null;
       })().finally(() => {
         agreeing = null;
@@ -489,8 +554,9 @@ body.htagweb-busy::after {
     });
     source.onmessage = function (event) {
       eventsHeardAt = Date.now();
-      const message = JSON.parse(event.data);
-      if (parano && message.d) receiveFrom(httpSeal, message);
+      const message = parsed(event.data);
+      if (!message) return; // not from htagweb
+      if (parano) receiveFrom(httpSeal, message); // sealed, or a control message, or dropped
       else receive(message);
     };
     source.addEventListener("ended", function () {
@@ -538,6 +604,11 @@ body.htagweb-busy::after {
           }
           answer = await post(item.sealed);
         }
+        if (answer !== null && parano && !answer.d) {
+          // Unsealed: a control message, or something added on the way, dropped: then the
+          // same sealed message goes again, and the app sends its sealed answer again.
+          answer = controlOf(answer);
+        }
         if (answer === null) {
           look.postFailing = true; // not delivered (or no answer): sent again
           show();
@@ -555,7 +626,7 @@ body.htagweb-busy::after {
           await receiveFrom(httpSeal, answer);
         } else {
           // Not sealed: refused on the way (a limit), so the server never opened it and
-          // its counter went unused. New keys put both sides in step again.
+          // its counter went unused. New keys (proven with these) put both sides in step.
           if (parano) httpSeal = null;
           receive(answer);
         }
@@ -577,14 +648,11 @@ body.htagweb-busy::after {
         credentials: "same-origin",
         headers: { "Content-Type": "application/json" },
       });
-      const body = await response.text();
-      try {
-        return JSON.parse(body);
-      } catch (e) {
-        // Not from htagweb: a proxy's error page while the server restarts, say.
-        if (response.status >= 500) return null;
-        return { err: "the server answered " + response.status };
-      }
+      const answer = parsed(await response.text());
+      if (answer) return answer;
+      // Not from htagweb: a proxy's error page while the server restarts, say.
+      if (response.status >= 500) return null;
+      return { err: "the server answered " + response.status };
     } catch (e) {
       return null; // the network failed
     }

@@ -21,6 +21,8 @@ app = Runner(
     max_processes_per_ip=int(env("COUNTER_MAX_PER_IP", "0")),
     new_sessions_per_ip=float(env("COUNTER_NEW_SESSIONS_PER_IP", "0")),
     max_message_bytes=int(env("COUNTER_MAX_MESSAGE", str(1024 * 1024))),
+    max_connections_per_session=int(env("COUNTER_CONNECTIONS_PER_SESSION", "32")),
+    max_connections_per_ip=int(env("COUNTER_CONNECTIONS_PER_IP", "512")),
 )
 
 

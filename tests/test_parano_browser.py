@@ -1,0 +1,86 @@
+"""Parano pages in Chromium: behind a relay that changes traffic, and reconnecting.
+
+The app seals every action it sends a parano page: the page applies what comes unsealed
+only as a control message (reload, rekey, an error's text, the key exchange), and drops
+the rest. The relay (tests/apps/tampering_relay.py) injects an update of the whole page
+and page script; the page must show none of it and go on working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+import pytest
+from playwright.sync_api import expect
+
+COUNTER = [sys.executable, "-m", "uvicorn", "counter_server:app", "--port", "{port}"]
+GUNICORN_COUNTER = [
+    sys.executable, "-m", "gunicorn", "-w", "1", "-k", "uvicorn.workers.UvicornH11Worker",
+    "-b", "127.0.0.1:{port}", "counter_server:app",
+]  # fmt: skip
+RELAY = [
+    sys.executable, "-m", "uvicorn", "tampering_relay:app", "--port", "{port}",
+    "--timeout-graceful-shutdown", "2",
+]  # fmt: skip
+MODES = {"ws": {}, "http": {"COUNTER_HTTP_ONLY": "1"}}
+DROPPED = "an unsealed message was dropped (parano mode)"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_parano_page_applies_no_unsealed_actions_added_on_the_way(serve_forked, new_page, mode):
+    server = serve_forked(COUNTER, env={**MODES[mode], "COUNTER_PARANO": "1"})
+    relay = serve_forked(RELAY, env={"RELAY_UPSTREAM": server.url})
+    page = new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    page.goto(relay.url)
+    title = page.title()
+    # WebSocket: the actions came after the keys, before this click's answer. HTTP: this
+    # click's answer was replaced by them; the page sent the click again.
+    page.click(".inc")
+    expect(page.locator(".count")).to_have_text("1")
+    # Pushes: over HTTP, the relay puts its actions in the event stream before the first.
+    page.click(".ticks")
+    expect(page.locator(".count")).to_have_text("301")
+    page.click(".inc")
+    expect(page.locator(".count")).to_have_text("302")
+    if mode == "ws":
+        assert relay.wait_for_log("injected into a socket") == 1
+    else:
+        assert relay.wait_for_log("replaced the answer to a sealed interaction") == 1
+        assert relay.wait_for_log("injected into an event stream") == 1
+    expect(page.locator(".pwned")).to_have_count(0)
+    assert page.title() == title != "pwned"
+    assert sum(DROPPED in text for text in console) == 1, console  # reported once
+    # An unsealed error is shown, as text; the page script that came with it is not run.
+    assert any("injected by the relay" in text for text in console), console
+
+
+def test_a_parano_socket_that_reconnects_proves_its_keys(serve_forked, new_page):
+    """The worker dies: the page's next socket agrees on new keys, proven with the old ones."""
+    server = serve_forked(GUNICORN_COUNTER, env={"COUNTER_PARANO": "1"}, stop_signal=signal.SIGTERM)
+    page = new_page()
+    hellos: list[str] = []  # the page's side of each key exchange
+
+    def watch(socket) -> None:
+        def sent(payload) -> None:
+            if "hello" in str(payload):
+                hellos.append(json.loads(payload)["hello"])
+
+        socket.on("framesent", sent)
+
+    page.on("websocket", watch)
+    page.goto(server.url)
+    worker = int(page.request.get(server.url + "/worker").text())
+    page.click(".inc")
+    expect(page.locator(".count")).to_have_text("1")
+    os.kill(worker, signal.SIGKILL)
+    page.click(".inc")  # sent once the page has a socket and keys again
+    expect(page.locator(".count")).to_have_text("2")
+    page.click(".ticks")  # pushes, sealed with the new keys
+    expect(page.locator(".count")).to_have_text("302")
+    assert len(hellos) == 2
+    assert "." not in hellos[0] and "." in hellos[1]  # the second one carries its proof
