@@ -6,7 +6,8 @@ framed requests (see htagweb.ipc):
     render    a fresh instance of the app (a page load); answers the full HTML
     interact  one htag interaction; answers htag's actions
     attach    this connection now receives tag.update() pushes (a WebSocket page, or
-              the Server-Sent Events stream of an HTTP page)
+              the Server-Sent Events stream of an HTTP page); in parano mode it carries
+              the socket's key exchange ("hello") or the event stream's proof ("proof")
     handshake parano mode: keys for an HTTP page (a WebSocket page's come with attach)
 
 A request whose "instance" is not the live one (an older tab) gets the live page
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import html
 import json
 import logging
 import os
@@ -188,14 +190,16 @@ class AppProcess:
                     session=session,
                     exit_callback=self._request_exit,
                 )
-                if not isinstance(renderer.tag, self.tag_class) and not self.debug:
-                    # htag caught an exception in the app's init and put its text in the page.
-                    renderer.tag.clear(INIT_FAILED)
-                html = str(renderer)
+                if not isinstance(renderer.tag, self.tag_class):
+                    # htag caught an exception in the app's init and put its text, unescaped
+                    # (it may quote what a URL gave), in the page.
+                    shown = "".join(str(child) for child in renderer.tag.childs)
+                    renderer.tag.clear(html.escape(shown) if self.debug else INIT_FAILED)
+                page_html = str(renderer)
             renderer.sendactions = self._pusher(renderer)
             self.renderer, self.instance = renderer, instance
         self._schedule_idle_check()
-        return {"html": html, "instance": instance}
+        return {"html": page_html, "instance": instance}
 
     async def _interact(
         self, message: dict[str, Any], writer: asyncio.StreamWriter
@@ -308,17 +312,21 @@ class AppProcess:
             reply = self._handshake(page, message["hello"])
             if "hello" not in reply:
                 return reply  # no keys: the page's own connection keeps its keys and pushes
-        if page is not None:
-            # A page has one live connection for pushes: an older one of the same page
-            # (half-open after a network change) gets none from now on, lest sealed pushes
-            # use up the new keys' counters.
-            for other, known in list(self._subscribers.items()):
-                if known.page == page:
-                    del self._subscribers[other]
+        elif self.parano and not self._stream_proven(page, message.get("proof")):
+            # Neither a key exchange nor an event stream proven with the page's keys: opened
+            # in the page's name by someone who read its id, it must not take its pushes.
+            return {"reload": True}
         subscriber = _Subscriber(str(message.get("instance")), page)
         async with self._lock:  # a page load under way replaces the renderer
             if self.renderer is None:
                 return {"reload": True}
+            if page is not None:
+                # A page has one live connection for pushes: an older one of the same page
+                # (half-open after a network change) gets none from now on, lest sealed
+                # pushes use up the new keys' counters. Only now, the new one accepted.
+                for other, known in list(self._subscribers.items()):
+                    if known.page == page:
+                        del self._subscribers[other]
             # Registered only now, with no wait before the answer is written: no push can
             # reach the page before this answer (and its keys, in parano mode).
             self._subscribers[writer] = subscriber
@@ -360,6 +368,22 @@ class AppProcess:
             logger.warning("refused a handshake: %s", exc)
             return {"error": "bad handshake"}
         return {"hello": cipher.hello}
+
+    def _stream_proven(self, page: str | None, proof: Any) -> bool:
+        """Parano mode: whether an event stream proves that the page holding the keys opened
+        it (see htagweb.parano). A socket without a key exchange carries no proof."""
+        from .parano import KeysLost, KeysRefused
+
+        if self._keys is None:
+            return False
+        try:
+            self._keys.open_stream(page, proof)
+        except KeysLost:
+            return False  # forgotten past the limit: a page load gets new keys
+        except KeysRefused as exc:
+            logger.warning("refused a push connection for a parano page: %s", exc)
+            return False
+        return True
 
     def _cipher_of(self, subscriber: _Subscriber) -> PageCipher | None:
         return self._keys.get(subscriber.page) if self._keys else None

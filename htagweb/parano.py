@@ -29,6 +29,15 @@ so a page whose counters went out of step can still prove. A page whose answer t
 hello was lost proves again with the same keys (the app process accepts the keys that
 proved the current ones too), but each public key is agreed once: a hello read on the way
 and sent again is refused.
+
+Pushes go to one connection per page, so that connection is proven too: a socket by its
+key exchange, an HTTP page's event stream by "e=n.proof" in its URL, where n numbers the
+streams opened with the current keys (1, 2, ...) and
+
+    proof = HMAC-SHA256(proof key, STREAM_LABEL + n in decimal)
+
+The app process keeps each page's last n and takes only a greater one: a stream's URL read
+on the way and opened again is refused, and the page keeps its pushes.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import binascii
 import collections
 import hashlib
 import hmac
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +60,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 INFO = b"htagweb parano v1"
 PROOF_LABEL = b"htagweb parano v1 proof"
+STREAM_LABEL = b"htagweb parano v1 stream"
+STREAM_NUMBER = re.compile(r"[1-9][0-9]{0,15}")  # n of an event stream's proof, in decimal
 CHANNEL_INTERACTION = 1
 CHANNEL_ANSWER = 2
 CHANNEL_PUSH = 3
@@ -142,7 +154,14 @@ class PageCipher:
 
     def proves(self, client_key: bytes, proof: bytes) -> bool:
         """Whether `proof` shows that the page holding these keys sent `client_key`."""
-        expected = hmac.digest(self._proof_key, PROOF_LABEL + client_key, hashlib.sha256)
+        return self._signed(PROOF_LABEL + client_key, proof)
+
+    def proves_stream(self, number: int, proof: bytes) -> bool:
+        """Whether `proof` shows that the page holding these keys opened stream `number`."""
+        return self._signed(STREAM_LABEL + str(number).encode(), proof)
+
+    def _signed(self, data: bytes, proof: bytes) -> bool:
+        expected = hmac.digest(self._proof_key, data, hashlib.sha256)
         return hmac.compare_digest(expected, proof)
 
     def _seal(self, channel: int, name: str, plaintext: bytes) -> dict[str, Any]:
@@ -155,12 +174,13 @@ class PageCipher:
 
 
 class _Page:
-    """One page's keys: those in use, and those that proved them."""
+    """One page's keys: those in use, those that proved them, the last stream they proved."""
 
-    __slots__ = ("cipher", "proven", "prover")
+    __slots__ = ("cipher", "proven", "prover", "streams")
 
     def __init__(self, cipher: PageCipher) -> None:
         self.cipher = cipher
+        self.streams = 0  # the last event stream `cipher` proved (its n)
         # The keys that proved `cipher`: a page that never got the answer to its hello
         # still holds them, and proves with them again.
         self.prover: PageCipher | None = None
@@ -180,7 +200,25 @@ class _Page:
         elif self.prover is None or not self.prover.proves(client_key, mac):
             raise KeysRefused("not proven with this page's keys")
         self.cipher = PageCipher(client_hello)
+        self.streams = 0
         self.proven.add(client_key)
+
+    def open_stream(self, proof: str) -> None:
+        """An event stream of this page, if `proof` ("n.mac") is proven with its keys and
+        n is greater than any they proved before; KeysRefused if not."""
+        number, _, mac = proof.partition(".")
+        if not STREAM_NUMBER.fullmatch(number):
+            raise KeysRefused("an event stream's proof without its number")
+        try:
+            signature = base64.b64decode(mac, validate=True)
+        except (ValueError, binascii.Error):
+            raise KeysRefused("a proof that is not base64") from None
+        n = int(number)
+        if n <= self.streams:
+            raise KeysRefused("an event stream's proof sent again")
+        if not self.cipher.proves_stream(n, signature):
+            raise KeysRefused("an event stream not proven with this page's keys")
+        self.streams = n
 
 
 class PageKeys:
@@ -215,6 +253,16 @@ class PageKeys:
             idle = next((p for p in self._pages if p != page and not connected(p)), None)
             self._pages.pop(idle if idle is not None else next(iter(self._pages)))
         return known.cipher
+
+    def open_stream(self, page: str | None, proof: Any) -> None:
+        """An event stream of `page` (see the module's docstring): KeysRefused if it is not
+        proven, KeysLost if the page has no keys here (forgotten, or never agreed)."""
+        known = self._pages.get(page) if page else None
+        if known is None:
+            raise KeysLost("a push connection of a page without keys")
+        if not isinstance(proof, str):
+            raise KeysRefused("a push connection without a key exchange or a proof")
+        known.open_stream(proof)
 
     def get(self, page: str | None) -> PageCipher | None:
         known = self._pages.get(page) if page else None

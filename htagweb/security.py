@@ -193,6 +193,18 @@ def origin_refusal(headers: Mapping[str, str], allowed_origins: frozenset[str]) 
     return f"cross-site request from {origin}"
 
 
+def site_of(group: str) -> str:
+    """What fair eviction counts as one client: an IPv6 /48 (a subscriber often holds a
+    /56 or a /48, so a flood can spread over many /64s), an IPv4 address as it is."""
+    try:
+        network = ipaddress.ip_network(group, strict=False)
+    except ValueError:
+        return group
+    if network.version == 6 and network.prefixlen > 48:
+        return str(network.supernet(new_prefix=48))
+    return group
+
+
 def address_group(host: str) -> str:
     """What per-IP limits count as one client: an IPv4 address, or an IPv6 /64 (one
     subscriber usually holds a whole /64, so single IPv6 addresses would not limit)."""

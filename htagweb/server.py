@@ -53,7 +53,7 @@ from .ipc import FrameError, encode_frame, read_frame
 from .protocol import MAX_INTERACTION_BYTES, InvalidInteraction, parse_message
 from .sessions import SessionStore
 from .sessions.cookie import (
-    COOKIE_SCOPE_KEY,
+    NEW_SCOPE_KEY,
     SESSION_SCOPE_KEY,
     SessionCookie,
     SessionMiddleware,
@@ -72,6 +72,7 @@ WS_CLOSE_APP_GONE = 4404
 WS_CLOSE_POLICY = 1008
 WS_CLOSE_TOO_BIG = 1009
 PAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_STREAM_PROOF = 100  # parano: an event stream's e=n.proof (checked by the app process)
 INTERNAL_PATHS = ("/_/", "/_htagweb/")  # htagweb's own endpoints (never read request.session)
 MAX_MALFORMED_MESSAGES = 10  # a WebSocket sending more is closed: no page of ours does
 # Per client address, defaults that a crowd behind one proxy does not reach: past them a
@@ -306,8 +307,6 @@ class Runner(Starlette):
                 "interactions_per_second": self.interactions_per_second,
             },
         }
-        await store_session(request)  # a new visitor's session is stored from its first page
-        refresh_session_cookie(request)  # an active user's cookie does not expire
         try:
             reply = await self.gateway.render(
                 ref,
@@ -325,6 +324,8 @@ class Runner(Starlette):
             return self._error_page(str(exc) if config.debug else MESSAGE_ENDED, 500)
         if "html" not in reply:
             return self._error_page(reply.get("error", "") if config.debug else MESSAGE_ENDED, 500)
+        await store_session(request)  # a new visitor's session is stored from its first page
+        refresh_session_cookie(request)  # an active user's cookie does not expire
         return HTMLResponse(reply["html"])
 
     def _client_limits(self, request: Request) -> dict[str, Any]:
@@ -335,7 +336,7 @@ class Runner(Starlette):
         """
         return {
             "ip": _address_of(request),
-            "new_session": request.scope.get(COOKIE_SCOPE_KEY) == "new",
+            "new_session": bool(request.scope.get(NEW_SCOPE_KEY)),
             "max_processes": self.max_processes_per_ip,
             "new_sessions_per_minute": self.new_sessions_per_ip,
         }
@@ -479,17 +480,19 @@ class Runner(Starlette):
             return PlainTextResponse(refused[1], status_code=refused[0])
         session_id = request.scope[SESSION_SCOPE_KEY]
         address = _address_of(request)
+        await self.gateway.start()
         too_many = self.connections.open(session_id, address)
         if too_many:
             logger.warning("refused an event stream: %s", too_many)
             return PlainTextResponse(too_many, status_code=429)
-        await self.gateway.start()
         params = request.query_params
+        proof = params.get("e")  # parano: that the page holding the keys opened this stream
         attach = {
             "op": "attach",
             "instance": params.get("i"),
             "page": page_of(params),
             "refresh": params.get("r") == "1",
+            "proof": proof if proof and len(proof) <= MAX_STREAM_PROOF else None,
             "rid": 0,
         }
         return _EventStreamResponse(
@@ -531,6 +534,8 @@ class Runner(Starlette):
                 down = _to_browser(message)
                 if down is not None:
                     yield _event(down)
+                    if down.get("reload"):
+                        return  # not attached: the page loads again
                 next_frame = asyncio.ensure_future(read_frame(reader))
         finally:
             stopping.cancel()
@@ -671,11 +676,8 @@ class _SocketBridge:
 
     async def run(self, attach: dict[str, Any], sealed: bool) -> None:
         """Bridge until either side leaves; `sealed`: parano, the page's keys come first."""
-        if sealed:
-            if not await self._hello(attach):  # the attach goes up with the page's key
-                return
-        else:
-            self.writer.write(encode_frame({**attach, "rid": 0}))
+        if not await self._attach(attach, sealed):
+            return
         tasks = [
             asyncio.ensure_future(self._downstream()),
             asyncio.ensure_future(self._upstream()),
@@ -695,36 +697,43 @@ class _SocketBridge:
                 await self.websocket.send_text(json.dumps({"err": text}))
             await self.websocket.close(WS_CLOSE_APP_GONE, "the app ended")
 
-    async def _hello(self, attach: dict[str, Any]) -> bool:
-        """Parano: the page's public key goes up with the attach, the app's comes back.
+    async def _attach(self, attach: dict[str, Any], sealed: bool) -> bool:
+        """The attach goes up (parano: with the page's public key, its first message) and
+        its answer comes back, before anything else.
 
         False, and the socket closed, if the page left or sent something else first, or
-        if no keys were agreed: a bad key, or a page id whose keys another page holds (the
-        app process then answers "reload": that one loads a page of its own).
+        if the app process did not attach the socket: no keys were agreed (a bad key, or a
+        page id whose keys another page holds), or "reload" (no live instance; parano: a
+        socket without a key exchange, which must not take the page's pushes). With
+        "reload" the page loads a page of its own.
         """
-        hello = None
-        with contextlib.suppress(WebSocketDisconnect, InvalidInteraction, KeyError):
-            text = await self.websocket.receive_text()  # KeyError: a binary frame
-            hello = parse_message(text, self.max_message_bytes).get("hello")
-        reason = "a key exchange was expected"
-        if hello is not None:
-            self.writer.write(encode_frame({**attach, "hello": hello, "rid": 0}))
-            try:
-                reply = await read_frame(self.reader)
-            except (FrameError, ConnectionError):
-                reply = None
-            if not isinstance(reply, dict):
-                return True  # the app ended: the bridge finds out, and tells the page
-            if "timeout_interaction" in reply:
-                self.timeout_interaction = float(reply["timeout_interaction"])
-            down = _to_browser(reply)
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                if down is not None:
-                    await self.websocket.send_text(json.dumps(down))
-                if "hello" in reply:
-                    return True
-            reason = "no keys were agreed"
+        if sealed:
+            hello = None
+            with contextlib.suppress(WebSocketDisconnect, InvalidInteraction, KeyError):
+                text = await self.websocket.receive_text()  # KeyError: a binary frame
+                hello = parse_message(text, self.max_message_bytes).get("hello")
+            if hello is None:
+                with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                    await self.websocket.close(WS_CLOSE_POLICY, "a key exchange was expected")
+                return False
+            attach = {**attach, "hello": hello}
+        self.writer.write(encode_frame({**attach, "rid": 0}))
+        try:
+            reply = await read_frame(self.reader)
+        except (FrameError, ConnectionError):
+            reply = None
+        if not isinstance(reply, dict):
+            return True  # the app ended: the bridge finds out, and tells the page
+        if "timeout_interaction" in reply:
+            self.timeout_interaction = float(reply["timeout_interaction"])
+        down = _to_browser(reply)
+        attached = "hello" in reply if sealed else not reply.get("reload")
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            if down is not None:
+                await self.websocket.send_text(json.dumps(down))
+            if attached:
+                return True
+            reason = "no keys were agreed" if sealed else "not attached"
             await self.websocket.close(WS_CLOSE_POLICY, reason)
         return False
 
@@ -748,15 +757,11 @@ class _SocketBridge:
                     raise InvalidInteraction("keys are agreed once, when the socket opens")
             except InvalidInteraction as exc:
                 malformed += 1
-                if exc.too_large or malformed > MAX_MALFORMED_MESSAGES:
-                    code, reason = (
-                        (WS_CLOSE_TOO_BIG, "message too big")
-                        if exc.too_large
-                        else (WS_CLOSE_POLICY, "too many malformed messages")
-                    )
-                    logger.warning("closed a WebSocket: %s", reason)
-                    await self.websocket.close(code, reason)
-                    self.browser_left = True
+                if exc.too_large:
+                    await self._close_for(WS_CLOSE_TOO_BIG, "message too big")
+                    return
+                if malformed > MAX_MALFORMED_MESSAGES:
+                    await self._close_for(WS_CLOSE_POLICY, "too many malformed messages")
                     return
                 await self.websocket.send_text(json.dumps({"err": f"bad interaction: {exc}"}))
                 continue
@@ -765,6 +770,12 @@ class _SocketBridge:
             self.sent.set()
             self.writer.write(encode_frame({"op": "interact", **parsed, "rid": rid}))
             await self.writer.drain()
+
+    async def _close_for(self, code: int, reason: str) -> None:
+        """Close the page's socket because of what it sent (it is not told anything else)."""
+        logger.warning("closed a WebSocket: %s", reason)
+        await self.websocket.close(code, reason)
+        self.browser_left = True
 
     async def _downstream(self) -> None:
         with contextlib.suppress(FrameError, ConnectionError):

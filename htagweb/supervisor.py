@@ -23,9 +23,9 @@ user (a small cap, under 16 per spare, keeps no spares).
 
 What ends at the cap (see `_eviction_rank`): first a process no page ever engaged
 with (loaded, never clicked nor connected: what an anonymous flood of page loads
-makes), then the least recently used process of the client address holding the most
-processes. So a flood from one address makes room from its own processes, never by
-ending users who are active.
+makes), then the least recently used process of the client site holding the most
+processes (an IPv4 address, an IPv6 /48). So a flood from one site makes room from its
+own processes, never by ending users who are active.
 
 Signals: SIGTERM, SIGINT and SIGHUP stop it, like its master's end does.
 """
@@ -59,7 +59,7 @@ from .runtime import (
     remove_stale_server_dirs,
     usage,
 )
-from .security import RateLimit
+from .security import RateLimit, site_of
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class AppProcessRecord:
     launcher: Launcher
     loading_since: float | None = None  # a page load is under way: not to be evicted
     client_ip: str = ""  # the address whose page load started it (for per-IP limits)
+    site: str = ""  # that address as fair eviction counts it (see security.site_of)
     owner: str = ""  # the hash of its session (see runtime.session_owner)
 
     def evictable(self) -> bool:
@@ -303,7 +304,7 @@ class Supervisor:
             record = AppProcessRecord(key, pid, ref.fqn, ref.version, socket_path, launcher)
             self.by_pid[pid] = record
         self._socket_owner[socket_path] = record.pid
-        record.client_ip = address
+        record.client_ip, record.site = address, site_of(address)
         record.owner = owner
         record.loading_since = time.monotonic()
         with contextlib.suppress(OSError):
@@ -441,7 +442,7 @@ class Supervisor:
         candidates = [r for r in self.processes.values() if r.key != keep and r.evictable()]
         if not candidates:
             return False
-        shares = collections.Counter(r.client_ip for r in self.processes.values())
+        shares = collections.Counter(r.site for r in self.processes.values())
         record = min(candidates, key=lambda r: _eviction_rank(r, shares))
         logger.info("process cap %s reached: ending process %s", self.max_processes, record.pid)
         self._end(record)
@@ -477,7 +478,7 @@ def _eviction_rank(
 ) -> tuple[bool, int, float]:
     """Lowest ends first: never engaged, then the largest address's, then least recently used."""
     engaged_at, used_at = usage(record.socket)
-    return engaged_at > 0, -shares[record.client_ip], used_at
+    return engaged_at > 0, -shares[record.site], used_at
 
 
 def main() -> None:

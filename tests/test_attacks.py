@@ -20,13 +20,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import Page, User, free_port
+from support import Page, User, free_port, text_of_class
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 COUNTER = [sys.executable, "counter_server.py"]
 URL_SERVER = [sys.executable, "-m", "uvicorn", "url_server:app", "--port", "{port}"]
 STATE_SERVER = [sys.executable, "-m", "uvicorn", "state_server:app", "--port", "{port}"]
 VICTIM, ATTACKER = "192.0.2.10", "198.51.100.7"  # documentation addresses, in headers only
+
+
+def state_in(message: str) -> dict:
+    """What state_app shows in an answer carrying its state span."""
+    (update,) = json.loads(message)["update"].values()
+    return json.loads(text_of_class(update, "state"))
 
 
 def count_in(answer: httpx.Response) -> int:
@@ -58,6 +64,14 @@ def test_a_query_parameter_never_becomes_content_of_an_app_without_init(serve_fo
     response = User(server.url).http.get("/bare?%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E")
     assert response.status_code == 200
     assert "onerror" not in response.text and "<img" not in response.text
+
+
+@pytest.mark.parametrize("debug", ["1", "0"])
+def test_an_init_error_quoting_the_url_shows_it_as_text(serve_forked, debug):
+    server = serve_forked(URL_SERVER, env={"URL_DEBUG": debug})
+    response = User(server.url).http.get("/strict", params={"n": "<img src=x onerror=alert(1)>"})
+    assert response.status_code == 200 and "<img" not in response.text
+    assert ("&lt;img src=x onerror=alert(1)&gt;" in response.text) is (debug == "1")
 
 
 def test_the_development_folder_browser_takes_no_script_from_its_url(serve_forked, tmp_path):
@@ -97,6 +111,50 @@ def test_login_closes_sockets_and_streams_opened_with_the_planted_cookie(serve_f
     assert fresh.text_of("pid") != page.text_of("pid")
 
 
+def test_a_page_load_racing_the_login_does_not_see_the_logged_in_session(serve_forked):
+    server = serve_forked(STATE_SERVER)
+    attacker = User(server.url)
+    attacker.get()
+    victim = User(server.url)
+    victim.http.cookies.update(attacker.http.cookies)  # the cookie the attacker planted
+    loaded: list[httpx.Response] = []
+    racing = threading.Thread(target=lambda: loaded.append(attacker.http.get("/held")))
+    racing.start()  # read the old cookie, and waits before loading the app
+    assert attacker.http.get("/arrived").text == "arrived"
+    assert victim.http.get("/login?user=alice&rotate").text == "logged in"
+    assert attacker.http.get("/release").text == "released"
+    racing.join(30)
+    shown = Page(loaded[0].text).text_of("state").replace("&quot;", '"')
+    assert json.loads(shown)["user"] is None  # not the victim's account
+    assert json.loads(victim.get().text_of("state").replace("&quot;", '"'))["user"] == "alice"
+
+
+def test_a_host_that_did_not_see_the_login_serves_the_old_cookie_nothing_of_it(
+    serve_forked, redis_url
+):
+    shared = {
+        "STATE_STORE": "redis",
+        "STATE_REDIS_URL": redis_url,
+        "STATE_REDIS_PREFIX": f"t{uuid.uuid4().hex[:8]}:",
+        "STATE_SECRET": "k" * 32,
+        "STATE_HTTP_ONLY": "0",
+    }
+    host_a, host_b = serve_forked(STATE_SERVER, env=shared), serve_forked(STATE_SERVER, env=shared)
+    attacker = User(host_b.url)
+    page = attacker.get()
+    victim = User(host_a.url)
+    victim.http.cookies.update(attacker.http.cookies)  # the cookie the attacker planted
+    with attacker.websocket(page) as socket:  # left open on host B
+        socket.send(json.dumps(page.click("inc")))
+        assert state_in(socket.recv(timeout=10)) == {"clicks": 1, "user": None}
+        assert victim.http.get("/login?user=alice&rotate").text == "logged in"  # on host A
+        socket.send(json.dumps(page.click("show")))
+        shown = state_in(socket.recv(timeout=10))
+    assert shown == {"clicks": 0, "user": None}  # the socket reaches an empty session
+    state = json.loads(victim.get().text_of("state").replace("&quot;", '"'))
+    assert state == {"clicks": 1, "user": "alice"}  # the data moved with the login
+
+
 # -- 3. Nobody can evict active users ----------------------------------------------------
 
 
@@ -119,6 +177,20 @@ def test_a_clicking_flood_from_one_address_ends_its_own_apps_first(serve_forked)
     for _ in range(30):  # each flooding client loads a page and clicks, as a user would
         flooder = User(server.url)
         flooded = Page(flooder.http.get("/", headers={"X-Forwarded-For": ATTACKER}).text)
+        assert count_in(flooder.post(flooded, flooded.click("inc"))) == 1
+        flooder.close()
+    assert count_in(victim.post(page, page.click("inc"))) == 2
+
+
+def test_a_clicking_flood_spread_over_one_sites_ipv6_addresses_ends_its_own_apps(serve_forked):
+    server = serve_forked(COUNTER, env={"COUNTER_HTTP_ONLY": "1", "COUNTER_MAX_PROCESSES": "8"})
+    victim = User(server.url)
+    page = Page(victim.http.get("/", headers={"X-Forwarded-For": VICTIM}).text)
+    assert count_in(victim.post(page, page.click("inc"))) == 1
+    for n in range(30):  # each from its own /64 of one /48, as one subscriber may hold
+        flooder = User(server.url)
+        address = f"2001:db8:7:{n:x}::1"
+        flooded = Page(flooder.http.get("/", headers={"X-Forwarded-For": address}).text)
         assert count_in(flooder.post(flooded, flooded.click("inc"))) == 1
         flooder.close()
     assert count_in(victim.post(page, page.click("inc"))) == 2
@@ -154,6 +226,18 @@ def test_requests_that_load_no_page_and_write_nothing_store_no_session(serve_for
     writer = httpx.get(server.url + "/put?key=k&value=v")
     assert "session" in writer.cookies
     assert rows() == (2, 2)
+
+
+def test_a_page_load_refused_by_a_limit_stores_no_session(serve_forked):
+    server = serve_forked(COUNTER, env={"COUNTER_NEW_SESSIONS_PER_IP": "2"})
+    answers = [httpx.get(server.url + "/") for _ in range(20)]
+    assert [a.status_code for a in answers].count(200) == 2
+    assert all("set-cookie" not in a.headers for a in answers if a.status_code == 429)
+    db = sqlite3.connect(server.state_dir / "sessions.sqlite")
+    try:
+        assert db.execute("SELECT count(*) FROM tokens").fetchone()[0] == 2
+    finally:
+        db.close()
 
 
 @contextlib.contextmanager
@@ -300,6 +384,7 @@ def reopened(user: User, page: Page) -> Iterator:
             break
         except InvalidStatus:
             assert time.monotonic() < deadline, "the closed socket was never counted out"
+            time.sleep(0.02)  # a retry's pace: the count has no event a client can wait for
     with socket:
         yield socket
 

@@ -26,7 +26,20 @@ PAYLOADS = st.fixed_dictionaries(
         "event": JSON,
     },
 )
-BODIES = PAYLOADS.map(lambda p: json.dumps(p).encode()) | st.binary(max_size=300)
+
+
+def _nested_body(depth: int, kind: str) -> bytes:
+    """An interaction whose argument nests `depth` lists (or objects) deep."""
+    opening, leaf, closing = ("[", "", "]") if kind == "list" else ('{"k":', "0", "}")
+    inner = opening * depth + leaf + closing * depth
+    return f'{{"id": 1, "method": "__on__", "args": [{inner}]}}'.encode()
+
+
+# Lists inside one another around the nesting limit (64) and up to where JSON gives up.
+NESTED = st.builds(
+    _nested_body, st.integers(min_value=1, max_value=3000), st.sampled_from(["list", "object"])
+)
+BODIES = PAYLOADS.map(lambda p: json.dumps(p).encode()) | st.binary(max_size=300) | NESTED
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
 

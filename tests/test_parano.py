@@ -12,9 +12,11 @@ import hmac
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -49,6 +51,7 @@ class Client:
         self.hello = self.key if prover is None else f"{self.key}.{prover.prove(self.raw)}"
         self.sent = 0
         self.received = {"r": 0, "p": 0}
+        self.streams = 0  # event streams opened with these keys
 
     def agree(self, server_hello: str) -> None:
         server_raw = base64.b64decode(server_hello)
@@ -64,6 +67,13 @@ class Client:
     def prove(self, new_raw: bytes) -> str:
         label = b"htagweb parano v1 proof"
         return base64.b64encode(hmac.digest(self.proof_key, label + new_raw, "sha256")).decode()
+
+    def stream_proof(self) -> str:
+        """The proof of the next event stream this page opens: "n.mac" (its e= parameter)."""
+        self.streams += 1
+        data = b"htagweb parano v1 stream" + str(self.streams).encode()
+        mac = base64.b64encode(hmac.digest(self.proof_key, data, "sha256")).decode()
+        return f"{self.streams}.{mac}"
 
     def seal(self, payload: dict) -> dict:
         self.sent += 1
@@ -116,7 +126,11 @@ def test_plaintext_interactions_are_refused(parano_user):
     server, user, page = parano_user
     refused = user.post(page, page.click("inc")).json()
     assert "sealed interactions only" in refused["err"] and "update" not in refused
-    with user.websocket(page) as ws:  # a socket without the key exchange
+    with user.websocket(page) as ws:  # a socket without the key exchange: not even attached
+        assert until_closed(ws) == ([{"reload": True}], 1008)
+    on_socket = Client()
+    with sealed_socket(user, page, "tab0", on_socket) as ws:  # keys agreed, then plaintext
+        on_socket.agree(json.loads(ws.recv(timeout=10))["hello"])
         ws.send(json.dumps(page.click("inc")))
         assert "sealed interactions only" in json.loads(ws.recv(timeout=10))["err"]
     with user.websocket(page, extra="&p=tab1&s=1") as ws:  # keys announced, not sent
@@ -293,7 +307,8 @@ def test_an_http_pages_keys_cannot_be_taken_by_someone_who_read_its_page_id(para
     server, user, page = parano_user
     attacker = same_cookie(user)
     victim, url = http_session(user, page, "victim")
-    with user.http.stream("GET", url + "&r=1") as stream:  # the victim's pushes
+    stream_url = f"{url}&r=1&e={quote(victim.stream_proof(), safe='')}"
+    with user.http.stream("GET", stream_url) as stream:  # the victim's pushes
         lines = stream.iter_lines()
 
         def next_push() -> dict:
@@ -417,3 +432,120 @@ def test_page_keys_are_renewed_only_with_a_proof():
     for page in "abcd":
         keys.agree(page, Client().hello, lambda page: page == "p")
     assert keys.get("p") is not None and keys.get("a") is None  # idle pages go first
+
+
+# -- a page's pushes go to the connection that holds its keys ----------------------------
+
+
+def data_events(lines: Iterator[str]) -> Iterator[dict]:
+    """The messages of an event stream (its data lines, pings left out), until it ends."""
+    for line in lines:
+        if line.startswith("data: ") and line.strip() != "data:":
+            yield json.loads(line.removeprefix("data: "))
+
+
+def until_ended(stream: httpx.Response) -> tuple[list[dict], bool]:
+    """What an event stream carries until the server ends it (True), or until a read finds
+    nothing for the stream's timeout (False: it is still open)."""
+    received: list[dict] = []
+    try:
+        received.extend(data_events(stream.iter_lines()))
+    except httpx.ReadTimeout:
+        return received, False
+    return received, True
+
+
+@contextlib.contextmanager
+def victim_with_pushes(
+    user: User, page, transport: str
+) -> Iterator[tuple[Callable[[], list[dict]], list[str]]]:
+    """Page "victim", holding its keys, with its push connection: a sealed socket, or an
+    event stream proven with its keys. Yields a click on "ticks" that returns the three
+    pushes the victim receives then, and the stream proofs one could read in its URLs."""
+    if transport == "socket":
+        victim = Client()
+        with sealed_socket(user, page, "victim", victim) as ws:
+            victim.agree(json.loads(ws.recv(timeout=10))["hello"])
+
+            def ticks_on_socket() -> list[dict]:
+                ws.send(json.dumps(victim.seal(page.click("ticks"))))
+                victim.open(json.loads(ws.recv(timeout=10)))  # the answer, then the pushes
+                return [victim.open(json.loads(ws.recv(timeout=10))) for _ in range(3)]
+
+            yield ticks_on_socket, []
+        return
+    victim, url = http_session(user, page, "victim")
+    proof = quote(victim.stream_proof(), safe="")
+    with user.http.stream("GET", f"{url}&r=1&e={proof}", timeout=10) as stream:
+        messages = data_events(stream.iter_lines())
+        assert '"0"' in counted(victim.open(next(messages)))  # attached: the page, sealed
+
+        def ticks_on_stream() -> list[dict]:
+            victim.open(user.http.post(url, json=victim.seal(page.click("ticks"))).json())
+            return [victim.open(next(messages)) for _ in range(3)]
+
+        yield ticks_on_stream, [proof]
+
+
+@pytest.mark.parametrize("victim_transport", ["events", "socket"])
+def test_an_event_stream_opened_in_a_pages_name_does_not_take_its_pushes(
+    parano_user, victim_transport
+):
+    """The attack: with the victim's cookie, page id and instance (all read on the wire),
+    open an event stream of that page: without a proof, with a made-up one, with the one
+    read in the victim's own stream URL. Before, it took the page's pushes (sealed, so
+    unreadable, but the victim got none of them). Now it gets "reload" and ends, and the
+    victim's connection keeps its pushes."""
+    server, user, page = parano_user
+    attacker = same_cookie(user)
+    stolen = f"{page.endpoint}?i={page.instance}&p=victim&r=1"
+    made_up = quote(f"7.{base64.b64encode(os.urandom(32)).decode()}", safe="")
+    with victim_with_pushes(user, page, victim_transport) as (ticks, proofs_read):
+        for proof in ("", made_up, *proofs_read):
+            with attacker.http.stream("GET", f"{stolen}&e={proof}", timeout=10) as stream:
+                assert until_ended(stream) == ([{"reload": True}], True)
+        assert ">300<" in counted(ticks()[-1])
+    refused = 2 + len(proofs_read)
+    assert server.wait_for_log("refused a push connection for a parano page", refused) == refused
+    attacker.close()
+
+
+@pytest.mark.parametrize("victim_transport", ["events", "socket"])
+def test_a_socket_without_keys_does_not_take_a_pages_pushes(parano_user, victim_transport):
+    """The same with a WebSocket opened without the key exchange (no s=1): it used to be
+    attached as the page's one push connection. Now it is refused and closed."""
+    _, user, page = parano_user
+    attacker = same_cookie(user)
+    with victim_with_pushes(user, page, victim_transport) as (ticks, _):
+        for extra in ("&p=victim", "&p=victim&r=1"):
+            with attacker.websocket(page, extra=extra) as stolen:
+                assert until_closed(stolen) == ([{"reload": True}], 1008)
+        assert ">300<" in counted(ticks()[-1])
+    attacker.close()
+
+
+def test_event_streams_are_proven_once_each_with_the_current_keys():
+    from htagweb.parano import KeysLost, KeysRefused, PageKeys
+
+    def idle(page: str) -> bool:
+        return False
+
+    keys = PageKeys(limit=4)
+    first = Client()
+    first.agree(keys.agree("p", first.hello, idle).hello)
+    with pytest.raises(KeysRefused):
+        keys.open_stream("p", None)  # a socket without a key exchange
+    opened = first.stream_proof()
+    keys.open_stream("p", opened)
+    for refused in (opened, "0" + opened, "not a number", "2.not base64!", "2." + opened[2:]):
+        with pytest.raises(KeysRefused):
+            keys.open_stream("p", refused)  # the same n again, or no proof of the next one
+    first.streams = 4  # n need not follow: it only grows (streams that never arrived)
+    keys.open_stream("p", first.stream_proof())
+    second = Client(prover=first)
+    second.agree(keys.agree("p", second.hello, idle).hello)
+    with pytest.raises(KeysRefused):  # proven with keys the page no longer uses
+        keys.open_stream("p", first.stream_proof())
+    keys.open_stream("p", second.stream_proof())
+    with pytest.raises(KeysLost):
+        keys.open_stream("q", second.stream_proof())

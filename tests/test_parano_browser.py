@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import expect
@@ -84,3 +85,45 @@ def test_a_parano_socket_that_reconnects_proves_its_keys(serve_forked, new_page)
     expect(page.locator(".count")).to_have_text("302")
     assert len(hellos) == 2
     assert "." not in hellos[0] and "." in hellos[1]  # the second one carries its proof
+
+
+def test_a_parano_http_page_proves_each_event_stream_it_opens(serve_forked, new_page):
+    """Over HTTP the page's pushes come by an event stream that proves it holds the keys:
+    the first one, one after new keys (the app asked for them), one after the worker died."""
+    env = {"COUNTER_PARANO": "1", "COUNTER_HTTP_ONLY": "1"}
+    server = serve_forked(GUNICORN_COUNTER, env=env, stop_signal=signal.SIGTERM)
+    page = new_page()
+    proofs: list[str] = []  # the e= parameter of each event stream the page opened
+
+    def opened(request) -> None:
+        if request.method == "GET" and "/_/" in request.url:
+            proofs.append(parse_qs(urlsplit(request.url).query)["e"][0])
+
+    page.on("request", opened)
+    page.goto(server.url)
+    worker = int(page.request.get(server.url + "/worker").text())
+    page.click(".inc")
+    expect(page.locator(".count")).to_have_text("1")
+    rekeyed: list[str] = []
+
+    def rekey_one_click(route) -> None:
+        # The app answers one click "new keys, please" (as when counters are out of step).
+        request = route.request
+        if request.method == "POST" and not rekeyed and "hello" not in request.post_data:
+            rekeyed.append(request.url)
+            route.fulfill(status=409, content_type="application/json", body='{"rekey": true}')
+        else:
+            route.continue_()
+
+    page.route(lambda url: "/_/" in url and "e=" not in url, rekey_one_click)
+    page.click(".inc")  # sent again with the new keys, once the event stream has them too
+    expect(page.locator(".count")).to_have_text("2")
+    page.click(".ticks")
+    expect(page.locator(".count")).to_have_text("302")
+    with page.expect_request(lambda request: request.method == "GET" and "e=" in request.url):
+        os.kill(worker, signal.SIGKILL)  # the event stream drops: the page opens another
+    page.click(".ticks")  # a reload (a refused stream) would have shown a fresh count
+    expect(page.locator(".count")).to_have_text("602")
+    assert len(rekeyed) == 1
+    assert [proof.split(".")[0] for proof in proofs] == ["1", "1", "2"]  # n per keys
+    assert len(set(proofs)) == 3

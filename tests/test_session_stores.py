@@ -78,16 +78,22 @@ def test_concurrent_writers_of_different_keys_both_survive(make_store):
     assert first.load(session_id) == {"x": "29", "y": "29"}
 
 
-def test_rotation_moves_the_session_and_kills_the_old_token(make_store):
+def test_rotation_moves_the_session_and_kills_the_old_token_and_id(make_store):
     store = make_store()
     old, new = new_token(), new_token()
-    session_id = store.create(old)
-    store.write(session_id, {"user": '"alice"'}, set())
-    assert store.rotate(old, new)
+    old_id = store.create(old)
+    store.write(old_id, {"user": '"alice"'}, set())
+    session_id = store.rotate(old, new)
+    assert session_id is not None and session_id != old_id
     assert store.resolve(old) is None
     assert store.resolve(new) == session_id
     assert store.load(session_id) == {"user": '"alice"'}
-    assert not store.rotate(old, new_token())  # a dead token rotates nothing
+    assert store.load(old_id) == {}  # a request that read the old id a moment before
+    assert store.rotate(old, new_token()) is None  # a dead token rotates nothing
+    bare, renewed = new_token(), new_token()
+    store.create(bare)  # a session with no data yet moves too
+    moved = store.rotate(bare, renewed)
+    assert moved is not None and store.resolve(renewed) == moved and store.load(moved) == {}
 
 
 def test_maximum_size_is_enforced_and_nothing_is_lost(make_store):

@@ -3,8 +3,9 @@
 Two names per session:
 - the token, a random secret carried (signed) in the browser's cookie;
 - the session id, internal, never sent to a browser: data and app processes hang on it.
-Rotating a session gives it a new token and keeps its id, so the user's running apps
-and data are untouched while the old cookie stops working.
+Rotating a session (at login, at logout) moves its data to a new token and a new id:
+the old cookie stops working, and whatever still holds the old id (a request that read
+the old cookie a moment before, the apps it opened) reaches an empty session.
 
 Values are JSON, stored one row (or hash field) per key: two writers changing
 different keys never undo each other. Stores know nothing of the web layer.
@@ -14,12 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import stat
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 DEFAULT_IDLE_EXPIRY = 30 * 24 * 3600.0
@@ -50,16 +54,23 @@ def encode_value(key: str, value: Any) -> str:
 def private_dir(path: Path) -> Path:
     """Create `path` 0700, or make an existing one 0700: session data and keys live there."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if stat.S_IMODE(path.stat().st_mode) != 0o700:
-        path.chmod(0o700)
+    _make_mode(path, 0o700)
     return path
 
 
 def private_file(path: Path) -> None:
     """Make an existing file 0600 (nothing if it does not exist)."""
     with contextlib.suppress(FileNotFoundError):
-        if stat.S_IMODE(path.stat().st_mode) != 0o600:
-            path.chmod(0o600)
+        _make_mode(path, 0o600)
+
+
+def _make_mode(path: Path, mode: int) -> None:
+    if stat.S_IMODE(path.stat().st_mode) == mode:
+        return
+    try:
+        path.chmod(mode)
+    except PermissionError:  # not ours: its owner chose who may read it
+        logger.warning("cannot make %s private (mode %o): it belongs to another user", path, mode)
 
 
 def new_token() -> str:
@@ -92,8 +103,12 @@ class SessionStore(ABC):
         """The id of the live session `token` reaches, or None (unknown or expired)."""
 
     @abstractmethod
-    def rotate(self, old_token: str, new_token: str) -> bool:
-        """Make `new_token` reach the session of `old_token`, which stops working."""
+    def rotate(self, old_token: str, new_token: str) -> str | None:
+        """Move the session of `old_token`, data included, to `new_token` and a new id.
+
+        The old token and the old id reach nothing from then on. Returns the new id, or
+        None (nothing moved) if `old_token` reaches no session.
+        """
 
     # -- data ----------------------------------------------------------------------
 

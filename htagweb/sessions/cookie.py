@@ -77,9 +77,11 @@ class SessionCookie:
 def rotate_session(connection: HTTPConnection) -> None:
     """Give this request's session a new token, keeping its data (call it at login and logout).
 
-    When the response starts, the old cookie stops working, and everything opened with it
-    is cut: the session's app processes end (their WebSockets and event streams close,
-    their pages reload), so the next page load starts the apps afresh, `tag.state` kept.
+    When the response starts, everything opened with the old cookie is cut: the session's
+    app processes end (their WebSockets and event streams close, their pages reload), and
+    its data moves to a new cookie and a new internal id, so that a request that read the
+    old cookie a moment before reaches an empty session. The next page load starts the
+    apps afresh, `tag.state` kept.
     """
     connection.scope[COOKIE_SCOPE_KEY] = "rotate"
 
@@ -107,9 +109,9 @@ class SessionMiddleware:
     cookie gets a new session that is stored (and given a cookie) only if a page loads
     or something is written into it. Every store call runs in a thread.
 
-    `on_rotate(session_id)` is awaited once a rotation took effect, before the response
-    starts; `internal(scope)` names requests that never read request.session (nothing
-    is read ahead for them).
+    `on_rotate(session_id)` is awaited before a session is rotated (before the response
+    starts), with the id that then stops reaching its data; `internal(scope)` names
+    requests that never read request.session (nothing is read ahead for them).
     """
 
     def __init__(
@@ -132,26 +134,31 @@ class SessionMiddleware:
             return
         connection = HTTPConnection(scope)
         token = self.cookie.read(connection.cookies.get(self.cookie.name))
-        session_id = await run_in_threadpool(self.store.resolve, token) if token else None
-        new = session_id is None
-        if new:
-            token, session_id = new_token(), new_session_id()
-        assert token is not None and session_id is not None
+        read_ahead = scope["type"] == "http" and not (self.internal and self.internal(scope))
+        session = None
+        if token:
+            session = await run_in_threadpool(self._open, token, read_ahead)
+        new = session is None
+        if session is None:
+            token = new_token()
+            session = RequestSession(self.store, new_session_id(), new=True)
         scope[TOKEN_SCOPE_KEY] = token
-        scope[SESSION_SCOPE_KEY] = session_id
+        scope[SESSION_SCOPE_KEY] = session.session_id
         scope[NEW_SCOPE_KEY] = new
-        session = scope["session"] = RequestSession(self.store, session_id, new=new)
+        scope["session"] = session
         if scope["type"] != "http":  # a WebSocket cannot set a cookie: a new one stores nothing
             await self.app(scope, receive, send)
             return
-        if not new and not (self.internal and self.internal(scope)):
-            await run_in_threadpool(session.preload)
 
         async def send_with_session(message: Message) -> None:
             if message["type"] == "http.response.start":
-                rotated = await run_in_threadpool(self._save, scope, session)
-                if rotated and self.on_rotate is not None:
-                    await self.on_rotate(session_id)
+                # A session this request creates has nothing to cut off: it is not rotated.
+                rotating = scope.get(COOKIE_SCOPE_KEY) == "rotate" and not scope[NEW_SCOPE_KEY]
+                if rotating and self.on_rotate is not None:
+                    # First, so that what the old cookie opened writes nothing after the move.
+                    await self.on_rotate(session.session_id)
+                if session.modified or rotating:
+                    await run_in_threadpool(self._save, scope, session, rotating)
                 if scope.get(COOKIE_SCOPE_KEY) and not scope[NEW_SCOPE_KEY]:
                     secure = scope.get("scheme") == "https"
                     header = self.cookie.header(scope[TOKEN_SCOPE_KEY], secure=secure)
@@ -160,18 +167,30 @@ class SessionMiddleware:
 
         await self.app(scope, receive, send_with_session)
 
-    def _save(self, scope: Scope, session: RequestSession) -> bool:
-        """Store what the request changed (and a new session it wrote into); True if the
-        session was rotated. Blocking: runs in a thread."""
+    def _open(self, token: str, read_ahead: bool) -> RequestSession | None:
+        """The live session `token` reaches, its data read if asked; None if there is none.
+        Blocking: runs in a thread."""
+        session_id = self.store.resolve(token)
+        if session_id is None:
+            return None
+        session = RequestSession(self.store, session_id)
+        if read_ahead:
+            session.preload()
+        return session
+
+    def _save(self, scope: Scope, session: RequestSession, rotate: bool) -> None:
+        """Store what the request changed (and a new session it wrote into), then rotate
+        the session if asked. Blocking: runs in a thread."""
         if session.modified and scope[NEW_SCOPE_KEY]:
             self.store.create(scope[TOKEN_SCOPE_KEY], session.session_id)
             scope[NEW_SCOPE_KEY] = False
-            scope[COOKIE_SCOPE_KEY] = scope.get(COOKIE_SCOPE_KEY) or "new"
+            scope[COOKIE_SCOPE_KEY] = "new"
         session.save()
-        if scope.get(COOKIE_SCOPE_KEY) != "rotate" or scope[NEW_SCOPE_KEY]:
-            return False
-        rotated = new_token()
-        if not self.store.rotate(scope[TOKEN_SCOPE_KEY], rotated):
-            return False
-        scope[TOKEN_SCOPE_KEY] = rotated
-        return True
+        if not rotate:
+            return
+        token = new_token()
+        session_id = self.store.rotate(scope[TOKEN_SCOPE_KEY], token)
+        if session_id is None:  # rotated meanwhile (a login sent twice): leave its cookie be
+            scope[COOKIE_SCOPE_KEY] = None
+        else:
+            scope[TOKEN_SCOPE_KEY], scope[SESSION_SCOPE_KEY] = token, session_id

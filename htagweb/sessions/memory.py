@@ -25,7 +25,7 @@ class MemoryStore(SessionStore):
         session_id = session_id or new_session_id()
         with self._lock:
             self._tokens[token] = session_id
-            self._data[session_id] = {}
+            self._data.setdefault(session_id, {})  # an app may have written into it already
             self._seen[session_id] = self.now()
         return session_id
 
@@ -40,13 +40,18 @@ class MemoryStore(SessionStore):
             self._seen[session_id] = self.now()
             return session_id
 
-    def rotate(self, old_token: str, new_token: str) -> bool:
+    def rotate(self, old_token: str, new_token: str) -> str | None:
         with self._lock:
-            session_id = self._tokens.pop(old_token, None)
-            if session_id is None:
-                return False
+            old_id = self._tokens.get(old_token)
+            if old_id is None:
+                return None
+            data = self._data.get(old_id, {})
+            self._forget(old_id)
+            session_id = new_session_id()
             self._tokens[new_token] = session_id
-            return True
+            self._data[session_id] = data
+            self._seen[session_id] = self.now()
+            return session_id
 
     def load(self, session_id: str) -> dict[str, str]:
         with self._lock:

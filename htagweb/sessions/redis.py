@@ -10,6 +10,7 @@ Each expires after idle_expiry without use: Redis deletes idle sessions itself.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import OrderedDict
 from typing import Any
@@ -35,12 +36,14 @@ class RedisStore(SessionStore):
         self._pid = 0
         self._ttl = max(1, int(self.idle_expiry))
         self._touched: OrderedDict[str, float] = OrderedDict()  # token -> when its TTL was renewed
+        self._lock = threading.Lock()  # web workers call a store from several threads
 
     def _redis(self) -> Any:
-        if self._client is None or self._pid != os.getpid():  # never share a socket across fork
-            self._client = redis.Redis.from_url(self.url, decode_responses=True)
-            self._pid = os.getpid()
-        return self._client
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():  # never share one across fork
+                self._client = redis.Redis.from_url(self.url, decode_responses=True)
+                self._pid = os.getpid()
+            return self._client
 
     def _token_key(self, token: str) -> str:
         return f"{self.prefix}t:{token}"
@@ -65,13 +68,8 @@ class RedisStore(SessionStore):
         session_id = client.get(self._token_key(token))
         if session_id is None:
             return None
-        now = time.monotonic()
-        if now - self._touched.get(token, -TOUCH_EVERY) < min(TOUCH_EVERY, self._ttl / 4):
+        if not self._due_for_renewal(token):
             return str(session_id)  # renewed a moment ago: spare Redis the round trip
-        self._touched[token] = now
-        self._touched.move_to_end(token)
-        while len(self._touched) > 10_000:
-            self._touched.popitem(last=False)
         pipe = client.pipeline(transaction=False)
         pipe.expire(self._token_key(token), self._ttl)
         pipe.expire(self._tokens_key(session_id), self._ttl)
@@ -79,20 +77,45 @@ class RedisStore(SessionStore):
         pipe.execute()
         return str(session_id)
 
-    def rotate(self, old_token: str, new_token: str) -> bool:
-        client = self._redis()
-        session_id = client.get(self._token_key(old_token))
-        if session_id is None:
-            return False
-        try:
-            client.rename(self._token_key(old_token), self._token_key(new_token))
-        except redis.ResponseError:  # the old token vanished meanwhile
-            return False
-        pipe = client.pipeline()
-        pipe.srem(self._tokens_key(session_id), old_token)
-        pipe.sadd(self._tokens_key(session_id), new_token)
-        pipe.execute()
+    def _due_for_renewal(self, token: str) -> bool:
+        """Whether the TTLs of `token`'s session should be renewed now (noted if so)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._touched.get(token, -TOUCH_EVERY) < min(TOUCH_EVERY, self._ttl / 4):
+                return False
+            self._touched[token] = now
+            self._touched.move_to_end(token)
+            while len(self._touched) > 10_000:
+                self._touched.popitem(last=False)
         return True
+
+    def rotate(self, old_token: str, new_token: str) -> str | None:
+        client = self._redis()
+        session_id = new_session_id()
+        with client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(self._token_key(old_token))
+                    old_id = pipe.get(self._token_key(old_token))
+                    if old_id is None:
+                        pipe.reset()
+                        return None
+                    old_data = self._data_key(old_id)
+                    pipe.watch(old_data, self._tokens_key(old_id))
+                    has_data = pipe.exists(old_data)
+                    tokens = pipe.smembers(self._tokens_key(old_id))
+                    old_tokens = [self._token_key(token) for token in tokens]
+                    pipe.multi()
+                    pipe.delete(self._token_key(old_token), self._tokens_key(old_id), *old_tokens)
+                    if has_data:
+                        pipe.rename(old_data, self._data_key(session_id))  # its TTL goes along
+                    pipe.set(self._token_key(new_token), session_id, ex=self._ttl)
+                    pipe.sadd(self._tokens_key(session_id), new_token)
+                    pipe.expire(self._tokens_key(session_id), self._ttl)
+                    pipe.execute()
+                    return session_id
+                except redis.WatchError:  # written meanwhile: move what is there now
+                    continue
 
     def load(self, session_id: str) -> dict[str, str]:
         return dict(self._redis().hgetall(self._data_key(session_id)))

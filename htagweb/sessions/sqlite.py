@@ -96,10 +96,22 @@ class SQLiteStore(SessionStore):
             db.execute("UPDATE sessions SET seen = ? WHERE id = ?", (now, session_id))
         return str(session_id)
 
-    def rotate(self, old_token: str, new_token: str) -> bool:
+    def rotate(self, old_token: str, new_token: str) -> str | None:
         db = self._db()
-        cursor = db.execute("UPDATE tokens SET token = ? WHERE token = ?", (new_token, old_token))
-        return cursor.rowcount == 1
+        with _transaction(db, immediate=True):
+            row = db.execute("SELECT session_id FROM tokens WHERE token = ?", (old_token,))
+            found = row.fetchone()
+            if found is None:
+                return None
+            old_id, session_id = found[0], new_session_id()
+            db.execute("INSERT INTO sessions VALUES (?, ?)", (session_id, self.now()))
+            db.execute("UPDATE data SET session_id = ? WHERE session_id = ?", (session_id, old_id))
+            db.execute(
+                "UPDATE tokens SET token = ?, session_id = ? WHERE token = ?",
+                (new_token, session_id, old_token),
+            )
+            db.execute("DELETE FROM sessions WHERE id = ?", (old_id,))  # and its other tokens
+        return session_id
 
     def load(self, session_id: str) -> dict[str, str]:
         rows = (

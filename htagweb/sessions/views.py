@@ -20,12 +20,18 @@ class _StoredSession(MutableMapping[str, Any]):
         self.store = store
         self.session_id = session_id
         self._texts: dict[str, str] | None = None  # as stored (JSON text)
-        self._values: dict[str, Any] = {}
+        self._values: dict[str, Any] | None = None  # decoded from _texts at first use
 
-    def _loaded(self) -> dict[str, Any]:
+    def _read(self) -> dict[str, str]:
         if self._texts is None:
             self._texts = self.store.load(self.session_id)
-            self._values = {key: json.loads(text) for key, text in self._texts.items()}
+            self._values = None
+        return self._texts
+
+    def _loaded(self) -> dict[str, Any]:
+        texts = self._read()
+        if self._values is None:
+            self._values = {key: json.loads(text) for key, text in texts.items()}
         return self._values
 
     def __getitem__(self, key: str) -> Any:
@@ -50,7 +56,7 @@ class AppSession(_StoredSession):
 
     def refresh(self) -> None:
         """Read again at next use: see what request.session wrote meanwhile."""
-        self._texts = None
+        self._texts = self._values = None
 
     def __setitem__(self, key: str, value: Any) -> None:
         text = encode_value(key, value)
@@ -81,8 +87,9 @@ class RequestSession(_StoredSession):
         self._deleted: set[str] = set()
 
     def preload(self) -> None:
-        """Read the session now (blocking: call it in a thread)."""
-        self._loaded()
+        """Read the session from its store now (blocking: call it in a thread); values are
+        decoded when first used."""
+        self._read()
 
     @property
     def modified(self) -> bool:

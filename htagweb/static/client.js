@@ -19,7 +19,7 @@
 // AES-256-GCM under keys agreed by ECDH P-256 for each connection (WebCrypto); see
 // htagweb/parano.py for the protocol. A parano page applies nothing that comes unsealed
 // but the server's control messages (reload, rekey, an error's text, the key exchange),
-// and proves each new key exchange with its current keys.
+// and proves each new key exchange, and each event stream it opens, with its current keys.
 //
 // Settings come from this file's own <script> tag: data-endpoint, data-mode,
 // data-instance (the app instance the page shows), data-heartbeat (seconds, 0: none),
@@ -55,13 +55,14 @@
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  function urlOf(scheme, reconnecting) {
+  function urlOf(scheme, reconnecting, streamProof) {
     const url = new URL(endpoint, window.location.href);
     if (scheme === "ws") url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.searchParams.set("i", instance);
     url.searchParams.set("p", pageId);
     if (reconnecting) url.searchParams.set("r", "1");
     if (parano && scheme === "ws") url.searchParams.set("s", "1"); // keys first
+    if (streamProof) url.searchParams.set("e", streamProof); // parano: an event stream
     return url.toString();
   }
 
@@ -251,6 +252,16 @@ body.htagweb-busy::after {
         "raw", bits.slice(64), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
       this.sent = 0;
       this.received = { r: 0, p: 0 };
+      this.streams = 0; // event streams opened with these keys
+    }
+
+    async streamProof() {
+      // An event stream's "n.proof": the app takes each n once, in increasing order, so a
+      // stream's URL read on the way and opened again gets no pushes of this page.
+      this.streams += 1;
+      const n = this.streams;
+      const data = encoder.encode("htagweb parano v1 stream" + n);
+      return n + "." + toBase64(await crypto.subtle.sign("HMAC", this.proofKey, data));
     }
 
     async prove(raw) {
@@ -532,11 +543,14 @@ body.htagweb-busy::after {
 
   async function openEvents() {
     if (gone) return;
-    if (parano && !httpSeal && !(await agreeOverHttp())) {
+    // Parano: keys first, then the stream proves with them that this page opens it.
+    const seal = parano ? httpSeal || (await agreeOverHttp()) : null;
+    if (parano && !seal) {
       eventsFailed(false);
       return;
     }
-    const source = new EventSource(urlOf("http", connectedOnce));
+    const proof = seal ? await seal.streamProof() : null;
+    const source = new EventSource(urlOf("http", connectedOnce, proof));
     let opened = false;
     events = source;
     source.onopen = function () {

@@ -1,5 +1,6 @@
 """Serves state_app with the store named by STATE_STORE, and routes using request.session."""
 
+import asyncio
 import os
 
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -50,6 +51,30 @@ async def put(request):
     return PlainTextResponse("ok")
 
 
+# A page load held between reading its cookie and loading the app, for the race tests:
+# /held waits for /release, and /arrived answers once /held is waiting.
+arrived, released = asyncio.Event(), asyncio.Event()
+
+
+async def held(request):
+    arrived.set()
+    await released.wait()
+    return await request.app.handle(request, App)
+
+
+async def wait_arrived(request):
+    await arrived.wait()
+    return PlainTextResponse("arrived")
+
+
+async def release(request):
+    released.set()
+    return PlainTextResponse("released")
+
+
+app.add_route("/held", held)
+app.add_route("/arrived", wait_arrived)
+app.add_route("/release", release)
 app.add_route("/login", login)
 app.add_route("/peek", peek)
 app.add_route("/put", put)

@@ -21,3 +21,10 @@ class App(Tag.div):
 
 class Bare(Tag.div):
     """No init: htag would show positional arguments as the page's content."""
+
+
+class Strict(Tag.div):
+    """Its init fails on what a URL gives it, quoting it in the error."""
+
+    def init(self, n="0"):
+        self += Tag.span(int(n), _class="number")
