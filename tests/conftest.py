@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
 from playwright.sync_api import Page as PlaywrightPage
-from support import Nginx, ServerProcess, free_port
+from support import Nginx, ServerProcess, redis_server
 
 START_METHODS = ["fork", "spawn"]
 
@@ -54,27 +53,8 @@ def _servers(start_method: str) -> Iterator[Callable[..., ServerProcess]]:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real redis-server (Debian's package) on a free port, for this test session."""
-    server_binary = shutil.which("redis-server")
-    if server_binary is None:
-        pytest.fail("redis-server is not installed: run scripts/test.sh, which installs it")
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="htr", dir="/tmp"))
-    process = subprocess.Popen(
-        [server_binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "Ready to accept connections" in line:
-            break
-    else:
-        pytest.fail("redis-server did not start")
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(10)
-    process.stdout.close()
-    shutil.rmtree(workdir, ignore_errors=True)
+    with redis_server() as (url, _):
+        yield url
 
 
 def pytest_configure(config: pytest.Config) -> None:

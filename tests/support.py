@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +292,39 @@ class User:
 
     def close(self) -> None:
         self.http.close()
+
+
+# -- redis ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A real redis-server (Debian's package) on a free port: its URL and its process."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise AssertionError("redis-server is not installed: run scripts/test.sh, which does")
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="htr", dir="/tmp"))
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        for line in process.stdout:
+            if "Ready to accept connections" in line:
+                break
+        else:
+            raise AssertionError("redis-server did not start")
+        yield f"redis://127.0.0.1:{port}/0", process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)  # a test may have stopped it
+        process.terminate()
+        process.wait(10)
+        process.stdout.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # -- nginx ---------------------------------------------------------------------------

@@ -5,13 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import stat
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -20,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import Page, User, free_port, text_of_class
+from support import Page, User, redis_server, text_of_class
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 COUNTER = [sys.executable, "counter_server.py"]
@@ -240,32 +237,6 @@ def test_a_page_load_refused_by_a_limit_stores_no_session(serve_forked):
         db.close()
 
 
-@contextlib.contextmanager
-def private_redis() -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """A redis-server of this test's own, which it may stop and continue."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed: run scripts/test.sh, which installs it"
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="htr", dir="/tmp"))
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    try:
-        for line in process.stdout:
-            if "Ready to accept connections" in line:
-                break
-        yield f"redis://127.0.0.1:{port}/0", process
-    finally:
-        os.kill(process.pid, signal.SIGCONT)
-        process.terminate()
-        process.wait(10)
-        process.stdout.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 def unread_bytes_on_port(port: int) -> int:
     """Bytes waiting in the receive queues of the server side of `port` (/proc/net/tcp)."""
     waiting = 0
@@ -278,7 +249,7 @@ def unread_bytes_on_port(port: int) -> int:
 
 
 def test_a_stalled_session_store_does_not_stall_other_requests(serve_forked):
-    with private_redis() as (url, redis_process):
+    with redis_server() as (url, redis_process):  # its own: the test stops it
         env = {"STATE_STORE": "redis", "STATE_REDIS_URL": url,
                "STATE_REDIS_PREFIX": f"t{uuid.uuid4().hex[:8]}:"}  # fmt: skip
         server = serve_forked(STATE_SERVER, env=env)
