@@ -46,7 +46,7 @@ from . import security
 from .ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
 from .protocol import InvalidInteraction, parse_interaction
 from .runtime import mark_used
-from .sessions import SessionStore, open_store
+from .sessions import SessionError, SessionStore, open_store
 from .sessions.views import AppSession
 
 if TYPE_CHECKING:
@@ -110,6 +110,7 @@ class AppProcess:
         )
         await _warm_up()
         await self._done.wait()
+        self._save_session()  # what a background task changed since its last push
         server.close()
         logger.debug("app process %s ends", os.getpid())
 
@@ -196,6 +197,7 @@ class AppProcess:
                     shown = "".join(str(child) for child in renderer.tag.childs)
                     renderer.tag.clear(html.escape(shown) if self.debug else INIT_FAILED)
                 page_html = str(renderer)
+            self._save_session()  # what init changed in place
             renderer.sendactions = self._pusher(renderer)
             self.renderer, self.instance = renderer, instance
         self._schedule_idle_check()
@@ -278,6 +280,9 @@ class AppProcess:
                     payload.get("kargs") or {},
                     payload.get("event"),
                 )
+            unsaved = self._save_session()  # what the interaction changed in place
+            if unsaved:
+                actions["err"] = unsaved
             if "err" in actions and not self.debug:
                 actions["err"] = GENERIC_ERROR
             self._remember(page, seq, actions)
@@ -385,6 +390,17 @@ class AppProcess:
             return False
         return True
 
+    def _save_session(self) -> str | None:
+        """Save what the app changed in its session in place; why it could not, if so."""
+        if self.session is None:
+            return None
+        try:
+            self.session.save_changes()
+        except (TypeError, SessionError) as exc:
+            logger.error("the app's session could not be saved: %s", exc)
+            return f"The session could not be saved: {exc}"
+        return None
+
     def _cipher_of(self, subscriber: _Subscriber) -> PageCipher | None:
         return self._keys.get(subscriber.page) if self._keys else None
 
@@ -415,6 +431,7 @@ class AppProcess:
         """tag.update() for the tags of `renderer`: sent to the pages showing it."""
 
         async def push(actions: dict[str, Any]) -> bool:
+            self._save_session()  # what the code pushing changed in place
             pages = self._live_pages() if renderer is self.renderer else []
             if not pages:  # no page, or an instance replaced by a page load (its task lives on)
                 return False

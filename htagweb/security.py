@@ -3,8 +3,10 @@ origin check (web side).
 
 A page can only call what htag put in it: its event callers, the next step of a
 generator it started, methods decorated with htag's @expose, and methods the app
-bound with `tag.bind.<name>` (or calls back with `tag.call.<name>`). Anything else a
-client sends (dunders, private names, htag's own Tag API) is refused.
+bound with `tag.bind.<name>` (or calls back with `tag.call.<name>`), whatever their
+name when the app's own classes define them (htag's 7GUIs CRUD binds an `update`).
+Anything else a client sends (dunders, private names, htag's own inherited Tag API)
+is refused.
 
 A URL's query parameters only ever become arguments of the app's `init`: never
 attributes of the tag, page script (`js`) or content of the page.
@@ -60,11 +62,20 @@ def refusal(generators: dict[int, Any], target_id: Any, method: Any) -> str | No
         return None  # htag answers "not an existing Tag" itself
     if _is_exposed(type(target), method):
         return None
-    if method.startswith("_") or method in TAG_API:
+    if method.startswith("_") or (method in TAG_API and not _app_defines(type(target), method)):
         return f"{method!r} is not callable from a page"
     if method in _bound.get(target, ()):
         return None
     return f"{method!r} was never bound on this tag"
+
+
+def _app_defines(cls: type, name: str) -> bool:
+    """Whether the class that gives `cls` its `name` is the app's own, not one of htag's
+    (htag's tag classes, Tag.div and the like, live in its own modules)."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return klass.__module__.split(".")[0] != "htag"
+    return False
 
 
 def created_from_url(tag_class: type) -> type:

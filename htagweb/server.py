@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
 from typing import Any
@@ -327,6 +328,15 @@ class Runner(Starlette):
         await store_session(request)  # a new visitor's session is stored from its first page
         refresh_session_cookie(request)  # an active user's cookie does not expire
         return HTMLResponse(reply["html"])
+
+    async def serve(self, request: Request, obj: Any) -> Response:
+        """htagweb 1.0's name for handle(), kept for its users: use handle()."""
+        warnings.warn(
+            "Runner.serve(request, obj) is deprecated: use handle(request, obj)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return await self.handle(request, obj)
 
     def _client_limits(self, request: Request) -> dict[str, Any]:
         """The client address of this page load, with the per-IP limits it is under.

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import collections
+import datetime
+import decimal
 import json
+import math
 import os
 import stat
 import threading
 import time
 import uuid
+import zoneinfo
 
 import pytest
 
-from htagweb.sessions import MemoryStore, SessionStore, SessionTooLarge, SQLiteStore, open_store
+from htagweb.sessions import (
+    MemoryStore,
+    SessionStore,
+    SessionTooLarge,
+    SQLiteStore,
+    codec,
+    open_store,
+)
 from htagweb.sessions.base import encode_value, new_token
 
 
@@ -137,10 +149,81 @@ def test_describe_reopens_the_same_store_elsewhere(make_store):
         reopened.close()
 
 
-@pytest.mark.parametrize("value", [object(), {1, 2}, b"bytes", float("nan"), {"nested": object()}])
-def test_non_json_values_are_refused_with_the_key_named(value):
-    with pytest.raises(TypeError, match=r"session\['where'\].*JSON values"):
+class Point:
+    pass
+
+
+class OddZone(datetime.tzinfo):
+    """A time zone neither fixed nor from the IANA database: not kept."""
+
+    def utcoffset(self, dt):
+        return datetime.timedelta(hours=1)
+
+    def dst(self, dt):
+        return datetime.timedelta(0)
+
+
+ROUND_TRIPS = [
+    (1, "a", (2.5, None)),
+    {1, "b", (3, 4)},
+    frozenset({b"x"}),
+    datetime.datetime(2026, 12, 1, 9, 30, 5, 123456),
+    datetime.datetime(2026, 3, 29, 2, 30, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")),
+    datetime.datetime(2026, 12, 1, 9, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=-5))),
+    datetime.date(2026, 12, 1),
+    datetime.time(23, 59, 59, 999999),
+    decimal.Decimal("1.10"),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    b"\x00\xffbytes",
+    float("inf"),
+    {1: "int key", (1, 2): "tuple key", "s": {"t": [(), set()]}},
+    {" set": "a dict shaped like a tag"},
+    [[datetime.date(2026, 1, 1), decimal.Decimal("-0")], {"deep": ({"x": b""},)}],
+]
+
+
+@pytest.mark.parametrize("value", ROUND_TRIPS, ids=lambda v: type(v).__name__)
+def test_common_python_values_round_trip_exactly(value):
+    back = codec.loads(encode_value("where", value))
+    assert back == value and _types(back) == _types(value)
+
+
+def test_nan_round_trips():
+    assert math.isnan(codec.loads(encode_value("where", float("nan"))))
+
+
+def _types(value):
+    """The type of every value inside `value`, in order: equal values of other types differ."""
+    if isinstance(value, dict):
+        return [dict, *[(_types(k), _types(v)) for k, v in value.items()]]
+    if isinstance(value, (list, tuple)):
+        return [type(value), *map(_types, value)]
+    if isinstance(value, (set, frozenset)):
+        return [type(value), *sorted(map(repr, map(_types, value)))]
+    return type(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        (object(), "builtins.object"),
+        (Point(), "Point"),
+        ({"nested": [Point()]}, "Point"),
+        (collections.OrderedDict(a=1), "OrderedDict"),
+        (collections.namedtuple("Pair", "a b")(1, 2), "Pair"),
+        (datetime.datetime(2026, 1, 1, tzinfo=OddZone()), "time zone"),
+    ],
+)
+def test_other_values_are_refused_naming_the_key_and_the_type(value, named):
+    with pytest.raises(TypeError, match=rf"session\['where'\] holds .*{named}.*Store the"):
         encode_value("where", value)
+
+
+def test_reading_a_stored_value_runs_no_code():
+    text = '{" tuple": [{"__reduce__": "os.system"}, {" bytes": "bHM="}]}'
+    assert codec.loads(text) == ({"__reduce__": "os.system"}, b"ls")
+    with pytest.raises((ValueError, TypeError)):
+        codec.loads('{" decimal": {"x": 1}}')  # a malformed tag is an error, not a call
 
 
 def test_sqlite_file_is_private_and_survives_reopening(tmp_path):

@@ -14,7 +14,6 @@ different keys never undo each other. Stores know nothing of the web layer.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
 import stat
@@ -22,6 +21,8 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
+
+from . import codec
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +40,16 @@ class SessionTooLarge(SessionError):
 
 
 def encode_value(key: str, value: Any) -> str:
-    """JSON text of `value`, or a TypeError naming the key (raised where the app stored it)."""
+    """Stored text of `value` (see htagweb.sessions.codec), or a TypeError naming the key,
+    raised where the app stored it."""
     if not isinstance(key, str):
         raise TypeError(f"session keys are strings, not {type(key).__name__}")
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        return codec.dumps(value)
+    except codec.UnsupportedValue as exc:
         raise TypeError(
-            f"session[{key!r}] = {type(value).__name__} value: sessions hold JSON values "
-            f"(dict, list, str, int, float, bool, None); {exc}"
+            f"session[{key!r}] holds {exc}: sessions keep {codec.SUPPORTED}. Store the "
+            "object's data (a dict of such values) instead."
         ) from None
 
 
