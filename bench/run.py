@@ -379,7 +379,7 @@ class Page:
     endpoint: str
     instance: str
     click: str  # a click on "+"
-    save_click: str  # a click on the "+" that also writes the session
+    saving_clicks: dict[str, str]  # by button class: the "+" that also write the session
     pid: int  # the user's app process
     saved: int  # the count the session held when the page was made
 
@@ -389,7 +389,7 @@ class Page:
             endpoint=find(r'data-endpoint="([^"]*)"', text),
             instance=find(r'data-instance="([^"]*)"', text),
             click=button_click(text, "inc"),
-            save_click=button_click(text, "save"),
+            saving_clicks={name: button_click(text, name) for name in ("save", "inplace")},
             pid=int(find(r'class="pid"[^>]*>(\d+)<', text)),
             saved=int(find(r'class="saved"[^>]*>(\d+)<', text)),
         )
@@ -478,10 +478,10 @@ class User:
         cookie = "; ".join(f"{k}={v}" for k, v in self.http.cookies.items())
         return ws_connect("ws" + self.url[4:] + path, additional_headers={"Cookie": cookie})
 
-    def http_sender(self, connection: KeepAlive, raw: bool, save: bool = False) -> Send:
-        """Clicks on "+" (on the one that also writes the session if `save`)."""
+    def http_sender(self, connection: KeepAlive, raw: bool, button: str = "inc") -> Send:
+        """Clicks on the "+" of that class (see bench_counter.App)."""
         assert self.page is not None
-        click = (self.page.save_click if save else self.page.click).encode()
+        click = self.page.saving_clicks.get(button, self.page.click).encode()
         if raw:
             return lambda: connection.post("/raw/click", click)
         path = self.interaction_path
@@ -769,7 +769,15 @@ async def measure(
 # -- the session section -----------------------------------------------------------------
 
 STORES = ("memory", "sqlite", "redis")  # memory first: the baseline
-CLICKS = {"read": False, "read + write": True}  # kind of click -> on the button that saves
+LARGE_SESSION = "in place, 100 kB more"
+# Kind of click -> the button clicked. The last kind runs once the session holds 100 more
+# keys of 1 kB that the click does not touch: its cost should not move.
+CLICKS = {
+    "read": "inc",
+    "read + write": "save",
+    "in place": "inplace",
+    LARGE_SESSION: "inplace",
+}
 
 
 @dataclass
@@ -807,9 +815,12 @@ async def store_clicks(
             connections = [
                 await stack.enter_async_context(users[kind].keep_alive()) for kind in kinds
             ]
-            for click, save in CLICKS.items():
+            for click, button in CLICKS.items():
+                if click == LARGE_SESSION:
+                    for user in users.values():
+                        (await user.http.get("/fill")).raise_for_status()
                 senders = [
-                    users[kind].http_sender(connection, raw=False, save=save)
+                    users[kind].http_sender(connection, raw=False, button=button)
                     for kind, connection in zip(kinds, connections, strict=True)
                 ]
                 await alternate(senders, sizes.warmup)
@@ -1031,7 +1042,11 @@ def session_markdown(section: dict[str, Any]) -> str:
         "which leaves the session alone: only the worker's lookup of the cookie's session "
         "touches the store (an app process reads its session when the app first uses it in an "
         'interaction). *read + write*: a "+" that also sets `tag.state["n"]`: one read, then '
-        "the write, through to the store at once. "
+        "the write, through to the store at once. *in place*: a \"+\" that changes a list "
+        'kept in `tag.state` in place (`self.state["counts"][0] = n`), saved when the click '
+        f"ends. *{LARGE_SESSION}*: the same, once the session holds 100 more keys of 1 kB "
+        "that the click does not touch (written by a route): an app process reads and "
+        "compares only the keys its code touches, so this should cost what *in place* does. "
         "*memory* is the baseline: MemoryStore, each process keeping its own sessions (no "
         "shared store). *added*: minus the memory store's figure for the same click.",
         "",

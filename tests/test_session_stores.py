@@ -8,6 +8,7 @@ import decimal
 import json
 import math
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -115,6 +116,53 @@ def test_maximum_size_is_enforced_and_nothing_is_lost(make_store):
     with pytest.raises(SessionTooLarge, match="maximum of 100"):
         store.write(session_id, {"big": json.dumps("x" * 200)}, set())
     assert store.load(session_id) == {"small": '"ok"'}  # the refused write changed nothing
+
+
+def test_the_size_follows_every_write_delete_and_rotation(make_store):
+    """Stores keep a session's size as writes go (a write reads only the keys it replaces):
+    after any mix of them, what fits and what does not is what the data itself says."""
+    store = make_store(max_bytes=60)
+    token = new_token()
+    session_id = store.create(token)
+    store.write(session_id, {"a": '"' + "x" * 18 + '"', "b": "1", "é": '"é"'}, set())  # 20+2+6
+    store.write(session_id, {"a": '"' + "x" * 8 + '"'}, {"b"})  # a: 11, b gone, é: 6
+    store.write(session_id, {"b": "22"}, set())  # b: 3
+    moved = store.rotate(token, new_token())
+    assert moved is not None
+    stored = store.load(moved)
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in stored.items())
+    assert size == 20
+    room = 60 - size - len("c")  # bytes left for a new key's text
+    store.write(moved, {"c": "y" * room}, set())  # exactly at the maximum: accepted
+    with pytest.raises(SessionTooLarge, match="would hold 61 bytes"):
+        store.write(moved, {"d": ""}, set())
+    assert store.load(moved) == {**stored, "c": "y" * room}
+
+
+def test_a_sqlite_file_of_the_previous_schema_is_brought_up_to_date(tmp_path):
+    path = tmp_path / "sessions.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE sessions (id TEXT PRIMARY KEY, seen REAL NOT NULL);
+        CREATE TABLE tokens (token TEXT PRIMARY KEY, session_id TEXT NOT NULL);
+        CREATE TABLE data (session_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+                           PRIMARY KEY (session_id, key)) WITHOUT ROWID;
+        INSERT INTO sessions VALUES ('s1', 1e12);
+        INSERT INTO tokens VALUES ('t1', 's1');
+        INSERT INTO data VALUES ('s1', 'kept', '"' || hex(zeroblob(20)) || '"');
+        PRAGMA user_version = 1;
+        """
+    )
+    old.close()
+    store = SQLiteStore(path, max_bytes=100)
+    try:
+        assert store.resolve("t1") == "s1" and len(store.load("s1")["kept"]) == 42
+        with pytest.raises(SessionTooLarge, match="would hold 101 bytes"):  # 46 counted
+            store.write("s1", {"more": "z" * 51}, set())
+        store.write("s1", {"more": "z" * 50}, set())
+    finally:
+        store.close()
 
 
 def test_idle_sessions_expire_and_their_data_is_deleted(make_store):

@@ -7,6 +7,8 @@ bodies of the same size, so that each htagweb figure has a baseline measured ali
     POST /raw/click  parses the JSON interaction, answers a click's JSON
     WS   /raw/ws     the same, one text message in, one out
     GET  /status     the supervisor's view (app and template pids)
+    GET  /fill       puts 100 keys of 1 kB in the user's session (a session the app's
+                     clicks do not touch but for one key)
 
 The bench writes the captured samples (page.html, answer.json) into the directory
 named by HTAGWEB_BENCH_SAMPLES before its first /raw/ request.
@@ -110,3 +112,12 @@ app.add_route("/raw/page", raw_page)
 app.add_route("/raw/click", raw_click, methods=["POST"])
 app.router.routes.append(WebSocketRoute("/raw/ws", raw_ws))  # Starlette 1.x: no add_websocket_route
 app.add_route("/status", status)
+
+
+async def fill(request: Request) -> Response:
+    for n in range(100):
+        request.session[f"other{n}"] = "x" * 1000
+    return Response("filled")
+
+
+app.add_route("/fill", fill)

@@ -53,6 +53,11 @@ def encode_value(key: str, value: Any) -> str:
         ) from None
 
 
+def entry_bytes(key: str, text: str) -> int:
+    """What one key of a session counts toward max_bytes."""
+    return len(key.encode()) + len(text.encode())
+
+
 def private_dir(path: Path) -> Path:
     """Create `path` 0700, or make an existing one 0700: session data and keys live there."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -116,7 +121,13 @@ class SessionStore(ABC):
 
     @abstractmethod
     def load(self, session_id: str) -> dict[str, str]:
-        """Every key of the session, as stored JSON text."""
+        """Every key of the session, as stored text."""
+
+    def load_keys(self, session_id: str, keys: list[str]) -> dict[str, str]:
+        """These keys of the session, those it has, as stored text (stores override this to
+        read only them: an app process reads the keys its code touches)."""
+        stored = self.load(session_id)
+        return {key: stored[key] for key in keys if key in stored}
 
     @abstractmethod
     def write(self, session_id: str, changed: dict[str, str], deleted: set[str]) -> None:
@@ -141,12 +152,15 @@ class SessionStore(ABC):
     def check_size(
         self, current: dict[str, str], changed: dict[str, str], deleted: set[str]
     ) -> None:
-        sizes = {k: len(k) + len(v.encode()) for k, v in current.items()}
-        for key in deleted:
-            sizes.pop(key, None)
-        for key, text in changed.items():
-            sizes[key] = len(key) + len(text.encode())
-        total = sum(sizes.values())
+        """SessionTooLarge if `current`, so changed, would exceed max_bytes."""
+        touched = changed.keys() | deleted
+        kept = sum(entry_bytes(k, text) for k, text in current.items() if k not in touched)
+        self.check_total(kept, changed)
+
+    def check_total(self, kept_bytes: int, changed: dict[str, str]) -> None:
+        """SessionTooLarge if `kept_bytes` of keys left as they are, plus `changed`, would
+        exceed max_bytes."""
+        total = kept_bytes + sum(entry_bytes(key, text) for key, text in changed.items())
         if total > self.max_bytes:
             raise SessionTooLarge(
                 f"the session would hold {total} bytes, over its maximum of {self.max_bytes}"

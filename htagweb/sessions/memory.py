@@ -57,6 +57,11 @@ class MemoryStore(SessionStore):
         with self._lock:
             return dict(self._data.get(session_id, {}))
 
+    def load_keys(self, session_id: str, keys: list[str]) -> dict[str, str]:
+        with self._lock:
+            stored = self._data.get(session_id, {})
+            return {key: stored[key] for key in keys if key in stored}
+
     def write(self, session_id: str, changed: dict[str, str], deleted: set[str]) -> None:
         with self._lock:
             current = self._data.setdefault(session_id, {})

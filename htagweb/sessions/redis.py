@@ -4,6 +4,7 @@ Keys, under a prefix (default "htagweb:"):
     t:<token>       -> session id        a cookie token
     k:<session id>  -> set of tokens     to forget them with the session
     d:<session id>  -> hash key -> JSON  the data
+    b:<session id>  -> integer           its size, as max_bytes counts it
 Each expires after idle_expiry without use: Redis deletes idle sessions itself.
 """
 
@@ -15,7 +16,39 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from .base import TOUCH_EVERY, SessionStore, SessionTooLarge, new_session_id
+from .base import TOUCH_EVERY, SessionStore, new_session_id
+
+# Writes changed keys and deletes others in one step, unless the session would then be
+# larger than max_bytes. The session's size is kept in its own key, so a write reads only
+# the keys it replaces (a session from before that key is counted once, in full).
+# KEYS: the data hash, the size. ARGV: max_bytes, ttl, n, n (key, text) pairs, deleted keys.
+# Returns -1 once written, or the size it would have had (nothing written).
+WRITE_SCRIPT = """
+local n = tonumber(ARGV[3])
+local touched = {}
+for i = 4, #ARGV do
+  if i > 3 + 2 * n or (i - 4) % 2 == 0 then touched[#touched + 1] = ARGV[i] end
+end
+local total = tonumber(redis.call('GET', KEYS[2]) or -1)
+if total < 0 then
+  total = 0
+  local stored = redis.call('HGETALL', KEYS[1])
+  for i = 1, #stored, 2 do total = total + #stored[i] + #stored[i + 1] end
+end
+if #touched > 0 then
+  local replaced = redis.call('HMGET', KEYS[1], unpack(touched))
+  for i = 1, #touched do
+    if replaced[i] then total = total - #touched[i] - #replaced[i] end
+  end
+end
+for i = 4, 3 + 2 * n, 2 do total = total + #ARGV[i] + #ARGV[i + 1] end
+if total > tonumber(ARGV[1]) then return total end
+if #ARGV >= 4 + 2 * n then redis.call('HDEL', KEYS[1], unpack(ARGV, 4 + 2 * n)) end
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * n)) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], total, 'EX', ARGV[2])
+return -1
+"""
 
 try:
     import redis
@@ -33,6 +66,7 @@ class RedisStore(SessionStore):
         self.url = url
         self.prefix = prefix
         self._client: Any = None
+        self._write_script: Any = None
         self._pid = 0
         self._ttl = max(1, int(self.idle_expiry))
         self._touched: OrderedDict[str, float] = OrderedDict()  # token -> when its TTL was renewed
@@ -42,6 +76,7 @@ class RedisStore(SessionStore):
         with self._lock:
             if self._client is None or self._pid != os.getpid():  # never share one across fork
                 self._client = redis.Redis.from_url(self.url, decode_responses=True)
+                self._write_script = self._client.register_script(WRITE_SCRIPT)
                 self._pid = os.getpid()
             return self._client
 
@@ -53,6 +88,9 @@ class RedisStore(SessionStore):
 
     def _data_key(self, session_id: str) -> str:
         return f"{self.prefix}d:{session_id}"
+
+    def _size_key(self, session_id: str) -> str:
+        return f"{self.prefix}b:{session_id}"
 
     def create(self, token: str, session_id: str | None = None) -> str:
         session_id = session_id or new_session_id()
@@ -74,6 +112,7 @@ class RedisStore(SessionStore):
         pipe.expire(self._token_key(token), self._ttl)
         pipe.expire(self._tokens_key(session_id), self._ttl)
         pipe.expire(self._data_key(session_id), self._ttl)
+        pipe.expire(self._size_key(session_id), self._ttl)
         pipe.execute()
         return str(session_id)
 
@@ -100,15 +139,17 @@ class RedisStore(SessionStore):
                     if old_id is None:
                         pipe.reset()
                         return None
-                    old_data = self._data_key(old_id)
-                    pipe.watch(old_data, self._tokens_key(old_id))
-                    has_data = pipe.exists(old_data)
+                    old_data, old_size = self._data_key(old_id), self._size_key(old_id)
+                    pipe.watch(old_data, old_size, self._tokens_key(old_id))
+                    has_data, has_size = pipe.exists(old_data), pipe.exists(old_size)
                     tokens = pipe.smembers(self._tokens_key(old_id))
                     old_tokens = [self._token_key(token) for token in tokens]
                     pipe.multi()
                     pipe.delete(self._token_key(old_token), self._tokens_key(old_id), *old_tokens)
                     if has_data:
                         pipe.rename(old_data, self._data_key(session_id))  # its TTL goes along
+                    if has_size:
+                        pipe.rename(old_size, self._size_key(session_id))
                     pipe.set(self._token_key(new_token), session_id, ex=self._ttl)
                     pipe.sadd(self._tokens_key(session_id), new_token)
                     pipe.expire(self._tokens_key(session_id), self._ttl)
@@ -120,33 +161,30 @@ class RedisStore(SessionStore):
     def load(self, session_id: str) -> dict[str, str]:
         return dict(self._redis().hgetall(self._data_key(session_id)))
 
+    def load_keys(self, session_id: str, keys: list[str]) -> dict[str, str]:
+        texts = self._redis().hmget(self._data_key(session_id), keys)
+        return {key: text for key, text in zip(keys, texts, strict=True) if text is not None}
+
     def write(self, session_id: str, changed: dict[str, str], deleted: set[str]) -> None:
-        client = self._redis()
-        data_key = self._data_key(session_id)
-        with client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(data_key)  # the size check and the write see the same data
-                    self.check_size(dict(pipe.hgetall(data_key)), changed, deleted)
-                    pipe.multi()
-                    if deleted:
-                        pipe.hdel(data_key, *deleted)
-                    if changed:
-                        pipe.hset(data_key, mapping=changed)
-                    pipe.expire(data_key, self._ttl)
-                    pipe.execute()
-                    return
-                except redis.WatchError:
-                    continue
-                except SessionTooLarge:
-                    pipe.reset()
-                    raise
+        self._redis()  # connected, its script registered, in this process
+        pairs = [part for item in changed.items() for part in item]
+        total = self._write_script(
+            keys=[self._data_key(session_id), self._size_key(session_id)],
+            args=[self.max_bytes, self._ttl, len(changed), *pairs, *deleted],
+        )
+        if total >= 0:
+            self.check_total(int(total), {})  # raises SessionTooLarge, with the figures
 
     def delete(self, session_id: str) -> None:
         client = self._redis()
         tokens = client.smembers(self._tokens_key(session_id))
         keys = [self._token_key(t) for t in tokens]
-        client.delete(self._tokens_key(session_id), self._data_key(session_id), *keys)
+        client.delete(
+            self._tokens_key(session_id),
+            self._data_key(session_id),
+            self._size_key(session_id),
+            *keys,
+        )
 
     def close(self) -> None:
         if self._client is not None and self._pid == os.getpid():

@@ -14,10 +14,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .base import TOUCH_EVERY, SessionStore, new_session_id, private_file
+from .base import TOUCH_EVERY, SessionStore, entry_bytes, new_session_id, private_file
 
+# sessions.bytes: the session's size as max_bytes counts it, kept up to date by each write,
+# so that checking a write costs what it touches, not the whole session.
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, seen REAL NOT NULL, bytes INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS tokens (
     token TEXT PRIMARY KEY,
     session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE
@@ -30,9 +34,19 @@ CREATE TABLE IF NOT EXISTS data (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tokens_by_session ON tokens(session_id);
 CREATE INDEX IF NOT EXISTS sessions_by_seen ON sessions(seen);
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 """
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+ENTRY_BYTES = "length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))"  # see entry_bytes
+MIGRATIONS = {  # from a version to the next one
+    1: f"""
+ALTER TABLE sessions ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE sessions SET bytes = (
+    SELECT COALESCE(SUM({ENTRY_BYTES}), 0) FROM data WHERE data.session_id = sessions.id
+);
+PRAGMA user_version = 2;
+""",
+}
 CACHE_KIB = 256  # per connection: an app process reads one small session; keep it light
 
 
@@ -56,8 +70,7 @@ class SQLiteStore(SessionStore):
             connection.execute("PRAGMA foreign_keys=ON")
             # Every app process connects: only the first connection ever builds the schema.
             if connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                connection.execute("PRAGMA journal_mode=WAL")  # kept in the file from then on
-                connection.executescript(SCHEMA)
+                _build_schema(connection)
             self._local.connection = connection
         return connection
 
@@ -74,7 +87,9 @@ class SQLiteStore(SessionStore):
         session_id = session_id or new_session_id()
         db = self._db()
         with _transaction(db):
-            db.execute("INSERT OR IGNORE INTO sessions VALUES (?, ?)", (session_id, self.now()))
+            db.execute(
+                "INSERT OR IGNORE INTO sessions (id, seen) VALUES (?, ?)", (session_id, self.now())
+            )
             db.execute("INSERT INTO tokens VALUES (?, ?)", (token, session_id))
         return session_id
 
@@ -104,7 +119,11 @@ class SQLiteStore(SessionStore):
             if found is None:
                 return None
             old_id, session_id = found[0], new_session_id()
-            db.execute("INSERT INTO sessions VALUES (?, ?)", (session_id, self.now()))
+            db.execute(
+                "INSERT INTO sessions (id, seen, bytes)"
+                " SELECT ?, ?, bytes FROM sessions WHERE id = ?",
+                (session_id, self.now(), old_id),
+            )
             db.execute("UPDATE data SET session_id = ? WHERE session_id = ?", (session_id, old_id))
             db.execute(
                 "UPDATE tokens SET token = ?, session_id = ? WHERE token = ?",
@@ -121,11 +140,33 @@ class SQLiteStore(SessionStore):
         )
         return dict(rows)
 
+    def load_keys(self, session_id: str, keys: list[str]) -> dict[str, str]:
+        marks = ",".join("?" * len(keys))
+        rows = self._db().execute(
+            f"SELECT key, value FROM data WHERE session_id = ? AND key IN ({marks})",
+            (session_id, *keys),
+        )
+        return dict(rows.fetchall())
+
     def write(self, session_id: str, changed: dict[str, str], deleted: set[str]) -> None:
         db = self._db()
+        touched = [*changed, *deleted]
+        marks = ",".join("?" * len(touched))
         with _transaction(db, immediate=True):
-            self.check_size(self.load(session_id), changed, deleted)
-            db.execute("INSERT OR IGNORE INTO sessions VALUES (?, ?)", (session_id, self.now()))
+            row = db.execute("SELECT bytes FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            replaced = db.execute(
+                f"SELECT COALESCE(SUM({ENTRY_BYTES}), 0) FROM data"
+                f" WHERE session_id = ? AND key IN ({marks})",
+                (session_id, *touched),
+            ).fetchone()[0]
+            kept = (row[0] if row else 0) - replaced
+            self.check_total(kept, changed)
+            total = kept + sum(entry_bytes(key, text) for key, text in changed.items())
+            db.execute(
+                "INSERT INTO sessions (id, seen, bytes) VALUES (?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes",
+                (session_id, self.now(), total),
+            )
             db.executemany(
                 "DELETE FROM data WHERE session_id = ? AND key = ?",
                 [(session_id, key) for key in deleted],
@@ -157,6 +198,22 @@ class SQLiteStore(SessionStore):
             "max_bytes": self.max_bytes,
             "idle_expiry": self.idle_expiry,
         }
+
+
+def _build_schema(connection: sqlite3.Connection) -> None:
+    """Create the tables, or bring an older file's up to date (once, whoever comes first)."""
+    connection.execute("PRAGMA journal_mode=WAL")  # kept in the file from then on
+    with _transaction(connection, immediate=True):
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        while 0 < version < SCHEMA_VERSION:
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            version += 1
+        if version == 0:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
 
 
 class _transaction:

@@ -1,16 +1,18 @@
 """Mappings over one stored session: what request.session and tag.session are.
 
 Both behave as a dict does on the desktop: a value read is decoded once and kept, so
-what the app changes in place (`tag.state["cart"].append(x)`) is found, by comparing
+what the code changes in place (`tag.state["cart"].append(x)`) is found, by comparing
 the value's text with the stored one, and saved like an assignment: by an app process
 when the code that changed it finishes, by a web worker when the response starts.
-Only keys the code read or set are compared, so the cost follows what it touched.
+Only keys the code read or set are compared, and an app process reads from the store
+only the keys its code touches, so the cost follows what the code touched.
 Storing a value sessions cannot keep, or one that makes the session too large, raises
 at the line that stored it; a value changed in place into one raises when it is saved.
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -19,19 +21,39 @@ from .base import SessionStore, SessionTooLarge, encode_value
 
 
 class _StoredSession(MutableMapping[str, Any]):
-    """Reads one session from its store on first use; subclasses decide how to write."""
+    """One stored session as a mapping; subclasses decide how to read and write."""
 
     def __init__(self, store: SessionStore, session_id: str) -> None:
         self.store = store
         self.session_id = session_id
-        self._texts: dict[str, str] | None = None  # as stored, when last read or written
+        self._texts: dict[str, str | None] = {}  # as last read or written (None: absent)
         self._values: dict[str, Any] = {}  # the keys read or set, as the code holds them
-        self._deleted: set[str] = set()  # deleted, not saved yet (request.session)
 
-    def _read(self) -> dict[str, str]:
-        if self._texts is None:
-            self._texts = self.store.load(self.session_id)
-        return self._texts
+    @abstractmethod
+    def _text(self, key: str) -> str | None:
+        """The stored text of `key` (None: absent), read from the store if need be."""
+
+    @abstractmethod
+    def _keys(self) -> list[str]:
+        """Every key the session has."""
+
+    def __getitem__(self, key: str) -> Any:
+        text = self._text(key)
+        if key in self._values:
+            return self._values[key]
+        if text is None:
+            raise KeyError(key)
+        value = self._values[key] = codec.loads(text)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self.items())!r})"
 
     def changes(self) -> dict[str, str]:
         """The keys read or set whose value now differs from what is stored, as text.
@@ -45,7 +67,6 @@ class _StoredSession(MutableMapping[str, Any]):
 
     def _compare(self) -> tuple[dict[str, str], dict[str, TypeError]]:
         """(the changed keys as text, the keys whose value sessions cannot keep)."""
-        stored = self._texts or {}
         changed: dict[str, str] = {}
         refused: dict[str, TypeError] = {}
         for key, value in self._values.items():
@@ -54,35 +75,14 @@ class _StoredSession(MutableMapping[str, Any]):
             except TypeError as exc:
                 refused[key] = exc
                 continue
-            if stored.get(key) != text:
+            if self._texts.get(key) != text:
                 changed[key] = text
         return changed, refused
 
-    def __getitem__(self, key: str) -> Any:
-        texts = self._read()
-        if key in self._values:
-            return self._values[key]
-        if key in self._deleted:
-            raise KeyError(key)
-        value = self._values[key] = codec.loads(texts[key])
-        return value
-
-    def _keys(self) -> list[str]:
-        keys = dict.fromkeys([*self._read(), *self._values])
-        return [key for key in keys if key not in self._deleted]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys())
-
-    def __len__(self) -> int:
-        return len(self._keys())
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({dict(self.items())!r})"
-
 
 class AppSession(_StoredSession):
-    """tag.session in an app process: read at most once per interaction, written through.
+    """tag.session in an app process: each key read at most once per interaction, only
+    when the app's code touches it; written through.
 
     An app that never touches its session never opens the store (each connection costs
     the process memory).
@@ -90,22 +90,30 @@ class AppSession(_StoredSession):
 
     def __init__(self, store: SessionStore, session_id: str) -> None:
         super().__init__(store, session_id)
-        self._stale = False
+        self._fresh: set[str] = set()  # keys read or written since the last refresh
 
     def refresh(self) -> None:
-        """Read again at next use, to see what request.session wrote meanwhile. A value the
-        app holds stays the same object unless its stored text changed."""
-        self._stale = True
+        """Read each key again at its next use, to see what request.session wrote meanwhile.
+        A value the app holds stays the same object unless its stored text changed."""
+        self._fresh.clear()
 
-    def _read(self) -> dict[str, str]:
-        if self._texts is not None and not self._stale:
-            return self._texts
-        fresh = self.store.load(self.session_id)
-        previous = self._texts or {}
-        for key in [k for k in self._values if fresh.get(k) != previous.get(k)]:
-            del self._values[key]  # written by another process: decoded again when read
-        self._texts, self._stale = fresh, False
-        return fresh
+    def _text(self, key: str) -> str | None:
+        if key not in self._fresh:
+            self._note_read(key, self.store.load_keys(self.session_id, [key]).get(key))
+        return self._texts[key]
+
+    def _keys(self) -> list[str]:
+        stored = self.store.load(self.session_id)
+        for key in [*self._texts, *stored]:
+            if key not in self._fresh:
+                self._note_read(key, stored.get(key))
+        return [key for key, text in self._texts.items() if text is not None]
+
+    def _note_read(self, key: str, text: str | None) -> None:
+        if text != self._texts.get(key):
+            self._values.pop(key, None)  # written by another process: decoded again when read
+        self._texts[key] = text
+        self._fresh.add(key)
 
     def save_changes(self) -> None:
         """Write what the app changed in place since it was read or stored (blocking).
@@ -113,8 +121,6 @@ class AppSession(_StoredSession):
         A value that cannot be saved (TypeError, SessionTooLarge) is forgotten, so the
         app reads the stored one next, and the error is raised once the rest is saved.
         """
-        if self._texts is None:
-            return  # never read: nothing changed
         changed, refused = self._compare()
         try:
             if changed:
@@ -131,17 +137,16 @@ class AppSession(_StoredSession):
 
     def __setitem__(self, key: str, value: Any) -> None:
         text = encode_value(key, value)
-        texts = self._read()
         self.store.write(self.session_id, {key: text}, set())
-        texts[key] = text
+        self._texts[key] = text
+        self._fresh.add(key)
         self._values[key] = value  # the app's own object: changed in place later, it is saved
 
     def __delitem__(self, key: str) -> None:
-        texts = self._read()
-        if key not in texts:
+        if self._text(key) is None:
             raise KeyError(key)
         self.store.write(self.session_id, {}, {key})
-        del texts[key]
+        self._texts[key] = None
         self._values.pop(key, None)
 
 
@@ -155,13 +160,24 @@ class RequestSession(_StoredSession):
 
     def __init__(self, store: SessionStore, session_id: str, new: bool = False) -> None:
         super().__init__(store, session_id)
-        if new:
-            self._texts = {}  # not stored yet: nothing to read
+        self._loaded = new  # a new session is not stored yet: nothing to read
+        self._deleted: set[str] = set()  # deleted, not saved yet
 
     def preload(self) -> None:
         """Read the session from its store now (blocking: call it in a thread); values are
         decoded when first used."""
-        self._read()
+        if not self._loaded:
+            self._texts.update(self.store.load(self.session_id))
+            self._loaded = True
+
+    def _text(self, key: str) -> str | None:
+        self.preload()
+        return None if key in self._deleted else self._texts.get(key)
+
+    def _keys(self) -> list[str]:
+        self.preload()
+        stored = [key for key, text in self._texts.items() if text is not None]
+        return [key for key in dict.fromkeys([*stored, *self._values]) if key not in self._deleted]
 
     @property
     def modified(self) -> bool:
@@ -169,8 +185,9 @@ class RequestSession(_StoredSession):
 
     def __setitem__(self, key: str, value: Any) -> None:
         text = encode_value(key, value)
-        texts = self._read()
-        self.store.check_size(texts, {**self.changes(), key: text}, self._deleted - {key})
+        self.preload()
+        stored = {k: t for k, t in self._texts.items() if t is not None}
+        self.store.check_size(stored, {**self.changes(), key: text}, self._deleted - {key})
         self._values[key] = value
         self._deleted.discard(key)
 
@@ -184,8 +201,6 @@ class RequestSession(_StoredSession):
         changed = self.changes()
         if changed or self._deleted:
             self.store.write(self.session_id, changed, self._deleted)
-            texts = self._read()
-            texts.update(changed)
-            for key in self._deleted:
-                texts.pop(key, None)
+            self._texts.update(changed)
+            self._texts.update(dict.fromkeys(self._deleted))
             self._deleted = set()
