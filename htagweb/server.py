@@ -110,6 +110,7 @@ class Runner(Starlette):
         host: str = "0.0.0.0",
         port: int = 8000,
         debug: bool = False,
+        ssl: Any = None,  # htagweb 1.0 had it here, then without effect; kept for its calls
         parano: bool = False,
         http_only: bool = False,
         timeout_interaction: float = 60,
@@ -130,7 +131,6 @@ class Runner(Starlette):
         max_connections_per_session: int = DEFAULT_CONNECTIONS_PER_SESSION,
         max_connections_per_ip: int = DEFAULT_CONNECTIONS_PER_IP,
         dev_reload: bool = False,
-        ssl: Any = None,
     ) -> None:
         self.config = Config(
             debug=debug,
@@ -562,9 +562,14 @@ class Runner(Starlette):
         openBrowser: bool = False,
         **uvicorn_options: Any,
     ) -> None:
-        """Serve with uvicorn; HTAGWEB_HOST / HTAGWEB_PORT override the constructor's values."""
+        """Serve with uvicorn; HTAGWEB_HOST / HTAGWEB_PORT override the constructor's values.
+
+        `run(True)`, htagweb 1.0's `run(openBrowser)`, opens a browser too.
+        """
         import uvicorn
 
+        if isinstance(host, bool):
+            host, openBrowser = None, host
         host = host or os.environ.get("HTAGWEB_HOST") or self.bind_host
         port = int(port or os.environ.get("HTAGWEB_PORT") or self.bind_port)
         if openBrowser:
@@ -844,9 +849,9 @@ class WebServer(Runner):
             host,
             port,
             debug,
-            parano,
-            http_only,
-            timeout_interaction,
-            timeout_inactivity,
+            parano=parano,
+            http_only=http_only,
+            timeout_interaction=timeout_interaction,
+            timeout_inactivity=timeout_inactivity,
             **options,
         )

@@ -103,3 +103,29 @@ def test_the_state_file_is_not_pickle(serve_forked, tmp_path):
     finally:
         db.close()
     assert json.loads(text)["values"]["tuple"] == {" tuple": [1, "a"]}
+
+
+def test_htagweb_1_positional_arguments_keep_their_meaning(serve_forked):
+    server = serve_forked(COMPAT, env={"COMPAT_POSITIONAL": "1", "COMPAT_HTTP_ONLY": "0"})
+    user = User(server.url)
+    page = user.get()
+    assert page.mode == "http"  # the 7th argument is http_only, as in 1.0 (ssl is the 5th)
+    assert shown(click(user, page, "inc"), "count") == "1"
+
+
+def test_htagweb_1_run_true_opens_a_browser(monkeypatch, tmp_path):
+    import webbrowser
+
+    import uvicorn
+
+    from htagweb import Runner
+
+    monkeypatch.setenv("HTAGWEB_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("HTAGWEB_PORT", raising=False)
+    monkeypatch.delenv("HTAGWEB_HOST", raising=False)
+    opened, served = [], []
+    monkeypatch.setattr(webbrowser, "open_new_tab", opened.append)  # not what is tested
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(options))
+    Runner(None, "127.0.0.1", 8123).run(True)
+    assert opened == ["http://localhost:8123"]
+    assert served == [{"host": "127.0.0.1", "port": 8123}]
