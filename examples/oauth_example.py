@@ -38,7 +38,7 @@ from htag import Tag
 from starlette.responses import HTMLResponse, RedirectResponse
 
 from htagweb import Runner, rotate_session
-from htagweb.security import origin_refusal
+from htagweb.web.guard import origin_refusal
 
 logger = logging.getLogger("oauth_example")
 

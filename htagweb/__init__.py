@@ -12,15 +12,15 @@ __version__ = "2.0.0.dev0"
 __all__ = ["AppServer", "Runner", "WebServer", "WebServerWS", "rotate_session"]
 
 if TYPE_CHECKING:
-    from .server import AppServer, Runner, WebServer, WebServerWS
     from .sessions.cookie import rotate_session
+    from .web.runner import AppServer, Runner, WebServer, WebServerWS
 
 
 def __getattr__(name: str) -> Any:
     # Imported lazily so that app processes, which import `htagweb` through the app's
-    # own module, never load Starlette and uvicorn (see htagweb.inert).
+    # own module, never load Starlette and uvicorn (see htagweb.app.inert).
     if name in __all__:
-        from . import inert
+        from .app import inert
 
         if inert.active:
             return inert.InertServer
@@ -28,7 +28,7 @@ def __getattr__(name: str) -> Any:
             from .sessions.cookie import rotate_session
 
             return rotate_session
-        from . import server
+        from .web import runner
 
-        return getattr(server, name)
+        return getattr(runner, name)
     raise AttributeError(f"module 'htagweb' has no attribute {name!r}")

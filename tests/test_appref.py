@@ -72,7 +72,7 @@ def test_app_in_a_main_script_loads_from_its_file_without_starting_a_server(tmp_
     ref = appref.AppRef("snippet.App", "snippet", "App", str(script), 0)
     loader = (
         f"import json, sys; sys.path.insert(0, {str(REPO_DIR)!r});"
-        "from htagweb import appref, inert; inert.activate();"
+        "from htagweb import appref; from htagweb.app import inert; inert.activate();"
         "ref = appref.AppRef.from_json(json.loads(sys.argv[1]));"
         "print(appref.load(ref).__name__, 'starlette' in sys.modules)"
     )

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from htagweb.ipc import (
+from htagweb.wire.ipc import (
     MAX_FRAME_BYTES,
     ConnectionLost,
     FrameBuffer,

@@ -1,6 +1,6 @@
 """Parano mode: sealed interactions, answers and pushes, seen from a client in Python.
 
-The client below follows htagweb/parano.py's protocol with the cryptography package,
+The client below follows htagweb/app/parano.py's protocol with the cryptography package,
 as the browser client does with WebCrypto (tests/test_browser.py runs that one).
 """
 
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from support import User
 from websockets.exceptions import ConnectionClosed
 
-from htagweb.parano import PageCipher, SealError
+from htagweb.app.parano import PageCipher, SealError
 
 COUNTER = [sys.executable, "-m", "uvicorn", "counter_server:app", "--port", "{port}"]
 PARANO = {"COUNTER_PARANO": "1", "COUNTER_RATE": "0"}
@@ -398,7 +398,7 @@ def test_a_page_whose_keys_were_forgotten_loads_again(parano_user):
 
 
 def test_page_keys_are_renewed_only_with_a_proof():
-    from htagweb.parano import KeysLost, KeysRefused, PageKeys
+    from htagweb.app.parano import KeysLost, KeysRefused, PageKeys
 
     def idle(page: str) -> bool:
         return False
@@ -525,7 +525,7 @@ def test_a_socket_without_keys_does_not_take_a_pages_pushes(parano_user, victim_
 
 
 def test_event_streams_are_proven_once_each_with_the_current_keys():
-    from htagweb.parano import KeysLost, KeysRefused, PageKeys
+    from htagweb.app.parano import KeysLost, KeysRefused, PageKeys
 
     def idle(page: str) -> bool:
         return False

@@ -128,7 +128,7 @@ def test_stale_restarts_never_lose_the_socket_nor_leak_processes(
 ):
     """Restart one user's process many times in a row (the exit report races the fork)."""
     from htagweb import appref
-    from htagweb.gateway import Gateway
+    from htagweb.web.gateway import Gateway
 
     scratch = Path(tempfile.mkdtemp(prefix="htw", dir="/tmp"))  # short: socket paths
     request.addfinalizer(lambda: shutil.rmtree(scratch, ignore_errors=True))

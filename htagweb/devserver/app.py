@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .. import runtime
-from ..server import Runner
+from ..web.runner import Runner
 from .crosssite import SameSiteOnly
 from .folder import OPEN_PATH, ROOT_VARIABLE, FolderBrowser, served_root
 from .targets import DevError, OutsideFolder, load_app, split_target

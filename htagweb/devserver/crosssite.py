@@ -15,7 +15,7 @@ import logging
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..security import origin_refusal
+from ..web.guard import origin_refusal
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@
 //
 // In parano mode (data-parano="1") every interaction, answer and push is sealed with
 // AES-256-GCM under keys agreed by ECDH P-256 for each connection (WebCrypto); see
-// htagweb/parano.py for the protocol. A parano page applies nothing that comes unsealed
+// htagweb/app/parano.py for the protocol. A parano page applies nothing that comes unsealed
 // but the server's control messages (reload, rekey, an error's text, the key exchange),
 // and proves each new key exchange, and each event stream it opens, with its current keys.
 //

@@ -2,9 +2,9 @@
 
 from htag import Tag
 
-import htagweb.inert
+import htagweb.app.inert
 
-if htagweb.inert.active:
+if htagweb.app.inert.active:
     raise RuntimeError("this module cannot be imported in an app process")
 
 

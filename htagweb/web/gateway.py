@@ -18,9 +18,9 @@ import sys
 from collections import OrderedDict
 from typing import Any
 
-from .appref import AppRef
-from .ipc import ConnectionLost, RpcClient
-from .runtime import ServerDir, app_key, server_master_pid, session_owner
+from ..appref import AppRef
+from ..runtime import ServerDir, app_key, server_master_pid, session_owner
+from ..wire.ipc import ConnectionLost, RpcClient
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Gateway:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
-                    "htagweb.supervisor",
+                    "htagweb.host.supervisor",
                     json.dumps(settings),
                     pass_fds=(ready_write,),
                     start_new_session=True,  # terminal signals are for the server, not users' apps

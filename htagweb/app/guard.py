@@ -1,5 +1,4 @@
-"""What a client may ask for: the method allow-list and URL arguments (app side), the
-origin check (web side).
+"""What a page may ask of its app, checked in the app process.
 
 A page can only call what htag put in it: its event callers, the next step of a
 generator it started, methods decorated with htag's @expose, and methods the app
@@ -11,18 +10,13 @@ is refused.
 A URL's query parameters only ever become arguments of the app's `init`: never
 attributes of the tag, page script (`js`) or content of the page.
 
-This module imports nothing of the web stack: app processes use it.
+htag's own internals that this needs (its Binder) are reached here and nowhere else.
 """
 
 from __future__ import annotations
 
-import collections
-import ipaddress
-import time
 import weakref
-from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from htag import Tag
 from htag import tag as htag_tag
@@ -132,99 +126,7 @@ def _class_attribute(cls: type, name: str) -> Any:
     return None
 
 
-class RateLimit:
-    """A token bucket: `rate` actions a second on average, bursts of `capacity` (2 x rate)."""
-
-    def __init__(self, rate: float, capacity: float | None = None) -> None:
-        self.rate = rate
-        self.capacity = 2 * rate if capacity is None else capacity
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-
-    def allow(self) -> bool:
-        if self.rate <= 0:
-            return True  # no limit
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
-class OpenConnections:
-    """A web worker's open WebSockets and event streams, counted per session and per
-    client address, each group capped (0: no cap)."""
-
-    def __init__(self, per_session: int, per_address: int) -> None:
-        self.per_session = per_session
-        self.per_address = per_address
-        self._sessions: collections.Counter[str] = collections.Counter()
-        self._addresses: collections.Counter[str] = collections.Counter()
-
-    def open(self, session: str, address: str) -> str | None:
-        """Count one more connection; the reason it is refused (then not counted), or None."""
-        if self.per_session and self._sessions[session] >= self.per_session:
-            return f"over {self.per_session} connections for one session"
-        if self.per_address and self._addresses[address] >= self.per_address:
-            return f"over {self.per_address} connections from one address"
-        self._sessions[session] += 1
-        self._addresses[address] += 1
-        return None
-
-    def close(self, session: str, address: str) -> None:
-        for counter, key in ((self._sessions, session), (self._addresses, address)):
-            counter[key] -= 1
-            if counter[key] <= 0:
-                del counter[key]
-
-
 def _is_exposed(cls: type, name: str) -> bool:
     """Whether `name` is a method decorated with htag's @expose."""
     method = _class_attribute(cls, name)
     return bool(getattr(method, "__dict__", {}).get("_autoExposeClientSide_"))
-
-
-def origin_refusal(headers: Mapping[str, str], allowed_origins: frozenset[str]) -> str | None:
-    """Why a request's Origin (or Referer) shows another site, or None when it is ours.
-
-    Browsers send Origin on cross-site POSTs and WebSocket handshakes; requests with
-    neither header (scripts, tests, server-to-server) are not browser attacks.
-    """
-    source = headers.get("origin") or headers.get("referer")
-    if not source:
-        return None
-    if source == "null":  # an opaque origin: a sandboxed frame, a file:// page
-        return None if "null" in allowed_origins else "request from an opaque origin"
-    parts = urlsplit(source)
-    origin = f"{parts.scheme}://{parts.netloc}".lower()
-    if origin in allowed_origins or parts.netloc.lower() == headers.get("host", "").lower():
-        return None
-    return f"cross-site request from {origin}"
-
-
-def site_of(group: str) -> str:
-    """What fair eviction counts as one client: an IPv6 /48 (a subscriber often holds a
-    /56 or a /48, so a flood can spread over many /64s), an IPv4 address as it is."""
-    try:
-        network = ipaddress.ip_network(group, strict=False)
-    except ValueError:
-        return group
-    if network.version == 6 and network.prefixlen > 48:
-        return str(network.supernet(new_prefix=48))
-    return group
-
-
-def address_group(host: str) -> str:
-    """What per-IP limits count as one client: an IPv4 address, or an IPv6 /64 (one
-    subscriber usually holds a whole /64, so single IPv6 addresses would not limit)."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)

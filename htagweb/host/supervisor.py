@@ -5,7 +5,7 @@ supervisor stays, so users' apps survive them. It lives exactly as long as the
 server's master process: when the master ends it ends every app process, its
 templates, and removes the runtime directory.
 
-Workers ask it, over supervisor.sock, with framed JSON (htagweb.ipc):
+Workers ask it, over supervisor.sock, with framed JSON (htagweb.wire.ipc):
 
     ensure   {app, key, owner, stale, client}  a live process for this (session, app)
                                 -> {socket, pid}; owner: the session's hash
@@ -47,10 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .appref import AppRef
-from .ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
-from .launchers import Launcher, LaunchError, make_launcher
-from .runtime import (
+from ..appref import AppRef
+from ..limits import RateLimit, site_of
+from ..runtime import (
     ServerDir,
     log_to_stderr,
     mark_used,
@@ -59,7 +58,8 @@ from .runtime import (
     remove_stale_server_dirs,
     usage,
 )
-from .security import RateLimit, site_of
+from ..wire.ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
+from .launchers import Launcher, LaunchError, make_launcher
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class AppProcessRecord:
     launcher: Launcher
     loading_since: float | None = None  # a page load is under way: not to be evicted
     client_ip: str = ""  # the address whose page load started it (for per-IP limits)
-    site: str = ""  # that address as fair eviction counts it (see security.site_of)
+    site: str = ""  # that address as fair eviction counts it (see limits.site_of)
     owner: str = ""  # the hash of its session (see runtime.session_owner)
 
     def evictable(self) -> bool:

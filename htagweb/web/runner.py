@@ -46,14 +46,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import appref, security
-from .appref import FQN_PATTERN, AppRef
-from .config import Config
-from .gateway import AppDied, AppGone, AppProcessError, AppTimeout, ClientLimited, Gateway
-from .ipc import FrameError, encode_frame, read_frame
-from .protocol import MAX_INTERACTION_BYTES, InvalidInteraction, parse_message
-from .sessions import SessionStore
-from .sessions.cookie import (
+from .. import appref, limits
+from ..appref import FQN_PATTERN, AppRef
+from ..config import Config
+from ..sessions import SessionStore
+from ..sessions.cookie import (
     NEW_SCOPE_KEY,
     SESSION_SCOPE_KEY,
     SessionCookie,
@@ -62,6 +59,10 @@ from .sessions.cookie import (
     refresh_session_cookie,
     store_session,
 )
+from ..wire.ipc import FrameError, encode_frame, read_frame
+from ..wire.protocol import MAX_INTERACTION_BYTES, InvalidInteraction, parse_message
+from . import guard
+from .gateway import AppDied, AppGone, AppProcessError, AppTimeout, ClientLimited, Gateway
 from .shutdown import stopping_event
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class Runner(Starlette):
             raise ValueError("per-IP and per-session limits must be >= 0 (0: no limit)")
         self.max_processes_per_ip = int(max_processes_per_ip)
         self.new_sessions_per_ip = float(new_sessions_per_ip)  # a minute
-        self.connections = security.OpenConnections(
+        self.connections = guard.OpenConnections(
             int(max_connections_per_session), int(max_connections_per_ip)
         )
         # Development (python -m htagweb --reload): pages reload when this server process
@@ -382,7 +383,7 @@ class Runner(Starlette):
         """Why an interaction or event stream is refused (status, reason), or None."""
         if not FQN_PATTERN.match(request.path_params["fqn"]):
             return 404, "unknown app"
-        refused = security.origin_refusal(request.headers, self.allowed_origins)
+        refused = guard.origin_refusal(request.headers, self.allowed_origins)
         if refused:
             logger.warning("refused %s %s: %s", request.method, request.url.path, refused)
             return 403, "cross-site requests are refused"
@@ -437,7 +438,7 @@ class Runner(Starlette):
 
     async def _interact_ws(self, websocket: WebSocket) -> None:
         fqn = websocket.path_params["fqn"]
-        refused = security.origin_refusal(websocket.headers, self.allowed_origins)
+        refused = guard.origin_refusal(websocket.headers, self.allowed_origins)
         session_id = websocket.scope[SESSION_SCOPE_KEY]
         address = _address_of(websocket)
         refused = refused or self.connections.open(session_id, address)
@@ -577,7 +578,7 @@ class Runner(Starlette):
 
             webbrowser.open_new_tab(f"http://localhost:{port}")
         if workers > 1:
-            from .workers import serve_prefork
+            from .prefork import serve_prefork
 
             serve_prefork(self, host, port, workers, uvicorn_options)
         else:
@@ -603,8 +604,8 @@ def _is_internal(scope: Scope) -> bool:
 
 
 def _address_of(connection: Request | WebSocket) -> str:
-    """The client's address as per-IP limits count it (see security.address_group)."""
-    return security.address_group(connection.client.host if connection.client else "")
+    """The client's address as per-IP limits count it (see limits.address_group)."""
+    return limits.address_group(connection.client.host if connection.client else "")
 
 
 class _EventStreamResponse(StreamingResponse):

@@ -1,7 +1,7 @@
 """The loop inside one user's app process: it holds htag's HRenderer and answers workers.
 
 One process serves one (session, app). Workers connect to its Unix socket and send
-framed requests (see htagweb.ipc):
+framed requests (see htagweb.wire.ipc):
 
     render    a fresh instance of the app (a page load); answers the full HTML
     interact  one htag interaction; answers htag's actions
@@ -18,7 +18,7 @@ twice.
 An interaction or a render that runs longer than timeout_interaction ends the process
 through SIGALRM's default action: this is the only way to stop runaway synchronous code.
 
-In parano mode, interactions, answers and pushes are sealed (see htagweb.parano): this
+In parano mode, interactions, answers and pushes are sealed (see htagweb.app.parano): this
 process holds the keys, so workers and proxies only carry sealed messages, and
 plaintext interactions are refused.
 """
@@ -42,12 +42,13 @@ from typing import TYPE_CHECKING, Any
 from htag import Tag
 from htag.render import HRenderer
 
-from . import security
-from .ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
-from .protocol import InvalidInteraction, parse_interaction
-from .runtime import mark_used
-from .sessions import SessionError, SessionStore, open_store
-from .sessions.views import AppSession
+from .. import limits
+from ..runtime import mark_used
+from ..sessions import SessionError, SessionStore, open_store
+from ..sessions.views import AppSession
+from ..wire.ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
+from ..wire.protocol import InvalidInteraction, parse_interaction
+from . import guard
 
 if TYPE_CHECKING:
     from .parano import PageCipher, PageKeys
@@ -86,7 +87,7 @@ class AppProcess:
         self.debug = False
         self.timeout_interaction = 0.0
         self.timeout_inactivity = 0.0
-        self.rate_limit = security.RateLimit(0)
+        self.rate_limit = limits.RateLimit(0)
         self.parano = False
         self._keys: PageKeys | None = None  # parano mode: made at the first handshake
         self._lock = asyncio.Lock()
@@ -164,7 +165,7 @@ class AppProcess:
         self.parano = bool(options.get("parano"))
         rate = float(options.get("interactions_per_second") or 0)
         if rate != self.rate_limit.rate:
-            self.rate_limit = security.RateLimit(rate)
+            self.rate_limit = limits.RateLimit(rate)
         page = message["page"]
         args, kargs = message.get("init") or ([], {})
         session = self._session(message["session"])
@@ -183,7 +184,7 @@ class AppProcess:
             )
             with self._deadline():
                 renderer = HRenderer(
-                    security.created_from_url(self.tag_class),
+                    guard.created_from_url(self.tag_class),
                     js="",
                     init=(tuple(args), dict(kargs)),
                     fullerror=self.debug,
@@ -264,7 +265,7 @@ class AppProcess:
             answered = self._answer_of(page, seq)
             if answered is not None:
                 return answered
-            refused = security.refusal(
+            refused = guard.refusal(
                 self.renderer._loop, payload.get("id"), payload.get("method")
             )
             if refused:
@@ -353,7 +354,7 @@ class AppProcess:
 
     def _handshake(self, page: Any, hello: Any) -> dict[str, Any]:
         """Parano mode: agree on keys with a page. A page that has keys gets new ones only
-        by proving it holds them (see htagweb.parano): anyone else is told to load a page
+        by proving it holds them (see htagweb.app.parano): anyone else is told to load a page
         of their own, and the page keeps its keys and its connection."""
         from .parano import KeysLost, KeysRefused, PageKeys, SealError
 
@@ -376,7 +377,7 @@ class AppProcess:
 
     def _stream_proven(self, page: str | None, proof: Any) -> bool:
         """Parano mode: whether an event stream proves that the page holding the keys opened
-        it (see htagweb.parano). A socket without a key exchange carries no proof."""
+        it (see htagweb.app.parano). A socket without a key exchange carries no proof."""
         from .parano import KeysLost, KeysRefused
 
         if self._keys is None:

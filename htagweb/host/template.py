@@ -11,7 +11,7 @@ The supervisor talks to it over a socketpair with framed JSON:
     -> {"op": "quit"}
     <- {"op": "exited", "pid": pid, "status": code}   whenever a child ends
 
-`python -m htagweb.template spawn SPEC` runs one app process without a template:
+`python -m htagweb.host.template spawn SPEC` runs one app process without a template:
 the path for platforms without fork, selectable on Linux with start_method="spawn".
 """
 
@@ -31,9 +31,11 @@ from typing import Any
 
 from htag import Tag
 
-from . import appprocess, appref, inert, security
-from .ipc import FrameBuffer, encode_frame, listen_unix
-from .runtime import log_to_stderr
+from .. import appref
+from ..app import guard, inert
+from ..app import process as appprocess
+from ..runtime import log_to_stderr
+from ..wire.ipc import FrameBuffer, encode_frame, listen_unix
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def prepare_interpreter(spec: dict[str, Any]) -> type[Tag]:
     os.chdir(spec["cwd"])
     log_to_stderr(spec.get("log_level", logging.WARNING))
     inert.activate()
-    security.record_bindings()
+    guard.record_bindings()
     return appref.load(appref.AppRef.from_json(spec["app"]))
 
 

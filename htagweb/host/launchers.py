@@ -18,8 +18,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .appref import AppRef
-from .ipc import MAX_FRAME_BYTES, FrameError, encode_frame, listen_unix, read_frame, write_frame
+from ..appref import AppRef
+from ..wire.ipc import (
+    MAX_FRAME_BYTES,
+    FrameError,
+    encode_frame,
+    listen_unix,
+    read_frame,
+    write_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +100,7 @@ class ForkLauncher(Launcher):
         spec = {**self.base_spec, "channel_fd": theirs.fileno()}
         try:
             self._process = await _run_python(
-                ["-m", "htagweb.template", "fork", json.dumps(spec)], (theirs.fileno(),)
+                ["-m", "htagweb.host.template", "fork", json.dumps(spec)], (theirs.fileno(),)
             )
         finally:
             theirs.close()
@@ -186,7 +193,7 @@ class SpawnLauncher(Launcher):
         }
         try:
             process = await _run_python(
-                ["-m", "htagweb.template", "spawn", json.dumps(spec)],
+                ["-m", "htagweb.host.template", "spawn", json.dumps(spec)],
                 (listener.fileno(), ready_write),
             )
         finally:

@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-from . import runtime
+from .. import runtime
 
 logger = logging.getLogger(__name__)
 
