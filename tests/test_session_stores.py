@@ -26,6 +26,7 @@ from htagweb.sessions import (
     open_store,
 )
 from htagweb.sessions.base import encode_value, new_token
+from htagweb.sessions.views import AppSession, RequestSession
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
@@ -292,3 +293,97 @@ def test_store_options_are_checked():
         MemoryStore(max_bytes=0)
     with pytest.raises(ValueError, match="idle_expiry"):
         MemoryStore(idle_expiry=0)
+
+
+def test_a_value_the_app_held_does_not_undo_what_a_route_wrote_since(make_store):
+    store = make_store()
+    session_id = store.create(new_token())
+    app = AppSession(store, session_id)
+    app["cart"] = ["a"]
+    held = app["cart"]  # kept by the app across interactions
+    route = RequestSession(store, session_id)
+    route.preload()
+    route["cart"] = []  # the user emptied the cart through a route
+    route.save()
+    app.refresh()  # the app's next interaction, which does not read "cart" again...
+    held.append("b")  # ...but changes the list it held
+    app.save_changes()
+    assert json.loads(store.load(session_id)["cart"]) == []  # the route's write stands
+    assert app["cart"] == []  # and the app reads it next
+
+
+def test_values_any_str_can_hold_and_huge_ints_are_kept_or_refused_clearly(make_store):
+    store = make_store()
+    session_id = store.create(new_token())
+    app = AppSession(store, session_id)
+    name = os.fsdecode(b"caf\xe9.txt")  # a file name os.listdir decoded: a lone surrogate
+    app["names"] = [name, "é"]
+    assert AppSession(store, session_id)["names"] == [name, "é"]
+    with pytest.raises(TypeError, match=r"session\['big'\] holds a value JSON cannot write"):
+        app["big"] = 10**5000
+
+
+def test_a_stored_value_that_cannot_be_read_is_absent_and_can_be_replaced(make_store, caplog):
+    store = make_store()
+    session_id = store.create(new_token())
+    unknown_zone = '{" datetime": ["2026-01-01T00:00:00", "No/Where", 0]}'
+    store.write(session_id, {"when": unknown_zone}, set())
+    app = AppSession(store, session_id)
+    assert app.get("when") is None and "cannot be read" in caplog.text
+    app["when"] = "later"
+    route = RequestSession(store, session_id)
+    assert route["when"] == "later"
+    del route["when"]
+    route.save()
+    assert store.load(session_id) == {}
+
+
+def test_keys_are_strings_in_every_store(make_store):
+    store = make_store()
+    session_id = store.create(new_token())
+    store.write(session_id, {"1": "1"}, set())
+    assert AppSession(store, session_id).get(1) is None
+    assert RequestSession(store, session_id).get(1) is None
+
+
+def test_a_size_kept_for_data_that_is_gone_is_not_counted(make_store):
+    store = make_store(max_bytes=100)
+    session_id = store.create(new_token())
+    store.write(session_id, {"k": "x" * 90}, set())
+    store.write(session_id, {}, {"k"})
+    if make_store.kind == "redis":  # evicted by maxmemory, or deleted by hand
+        store.write(session_id, {"k": "x" * 90}, set())
+        store._redis().delete(store._data_key(session_id))
+    store.write(session_id, {"other": "y" * 90}, set())  # fits: nothing else is stored
+
+
+def test_writes_of_thousands_of_keys_at_once(make_store):
+    store = make_store(max_bytes=10**7)
+    session_id = store.create(new_token())
+    many = {f"k{n}": str(n) for n in range(9000)}
+    store.write(session_id, many, set())
+    assert len(store.load(session_id)) == 9000
+    assert store.load_keys(session_id, list(many)[:1500]) == dict(list(many.items())[:1500])
+    store.write(session_id, {"last": "1"}, set(many))
+    assert store.load(session_id) == {"last": "1"}
+
+
+def test_the_previous_versions_code_still_works_on_the_file_and_sizes_are_recounted(tmp_path):
+    path = tmp_path / "sessions.sqlite"
+    store = SQLiteStore(path, max_bytes=100)
+    session_id = store.create(new_token())
+    store.write(session_id, {"a": "x" * 40}, set())
+    store.close()
+    older = sqlite3.connect(path)  # what the previous version's code runs during a deploy
+    older.execute("PRAGMA user_version = 1")
+    older.execute("INSERT INTO sessions VALUES ('s2', 1e12)")
+    older.execute("INSERT OR REPLACE INTO data VALUES (?, 'a', ?)", (session_id, "x" * 90))
+    older.commit()
+    older.close()
+    again = SQLiteStore(path, max_bytes=100)
+    try:
+        with pytest.raises(SessionTooLarge, match="would hold 102 bytes"):  # 91 recounted
+            again.write(session_id, {"b": "y" * 10}, set())
+        again.write(session_id, {"b": "y" * 8}, set())
+    finally:
+        again.close()

@@ -44,14 +44,30 @@ class UnsupportedValue(TypeError):
 def dumps(value: Any) -> str:
     """The tagged JSON text of `value`; UnsupportedValue for a type sessions cannot keep."""
     try:
-        return json.dumps(_tagged(value), separators=(",", ":"), ensure_ascii=False)
+        tagged = _tagged(value)
+        text = json.dumps(tagged, separators=(",", ":"), ensure_ascii=False)
     except RecursionError:
         raise UnsupportedValue("a value nested too deeply to store") from None
+    except ValueError as exc:  # an int past Python's digit limit for text
+        raise UnsupportedValue(f"a value JSON cannot write ({exc})") from None
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (a file name os.listdir decoded): escaped
+        text = json.dumps(tagged, separators=(",", ":"))
+    return text
+
+
+class UnreadableValue(ValueError):
+    """Stored text that does not decode (written by something else, or a time zone that
+    this machine does not know)."""
 
 
 def loads(text: str) -> Any:
-    """The value whose tagged JSON text is `text`."""
-    return json.loads(text, object_hook=_untagged)
+    """The value whose tagged JSON text is `text`; UnreadableValue if it does not decode."""
+    try:
+        return json.loads(text, object_hook=_untagged)
+    except (ValueError, TypeError, KeyError, zoneinfo.ZoneInfoNotFoundError) as exc:
+        raise UnreadableValue(f"{type(exc).__name__}: {exc}") from None
 
 
 def _tagged(value: Any) -> Any:
@@ -98,7 +114,11 @@ def _with_zone(value: datetime.datetime | datetime.time) -> tuple[str, Any]:
     zone = value.tzinfo
     if zone is None or type(zone) is datetime.timezone:
         return kind, value.isoformat()
-    if isinstance(zone, zoneinfo.ZoneInfo) and isinstance(value, datetime.datetime):
+    if (
+        isinstance(zone, zoneinfo.ZoneInfo)
+        and zone.key is not None
+        and isinstance(value, datetime.datetime)
+    ):
         return kind, [value.replace(tzinfo=None).isoformat(), zone.key, value.fold]
     raise UnsupportedValue(f"a {kind} in the time zone {zone!r} (use zoneinfo or a fixed offset)")
 

@@ -25,26 +25,37 @@ from .base import TOUCH_EVERY, SessionStore, new_session_id
 # Returns -1 once written, or the size it would have had (nothing written).
 WRITE_SCRIPT = """
 local n = tonumber(ARGV[3])
+local last_pair = 3 + 2 * n
+local function each_chunk(from, to, step, call)  -- Lua unpacks a few thousand values at most
+  for first = from, to, 1000 * step do
+    call(first, math.min(first + 1000 * step - 1, to))
+  end
+end
 local touched = {}
 for i = 4, #ARGV do
-  if i > 3 + 2 * n or (i - 4) % 2 == 0 then touched[#touched + 1] = ARGV[i] end
+  if i > last_pair or (i - 4) % 2 == 0 then touched[#touched + 1] = ARGV[i] end
 end
 local total = tonumber(redis.call('GET', KEYS[2]) or -1)
-if total < 0 then
+if total < 0 or redis.call('EXISTS', KEYS[1]) == 0 then  -- not counted yet, or data gone
   total = 0
   local stored = redis.call('HGETALL', KEYS[1])
   for i = 1, #stored, 2 do total = total + #stored[i] + #stored[i + 1] end
 end
-if #touched > 0 then
-  local replaced = redis.call('HMGET', KEYS[1], unpack(touched))
-  for i = 1, #touched do
-    if replaced[i] then total = total - #touched[i] - #replaced[i] end
+each_chunk(1, #touched, 1, function(first, last)
+  local replaced = redis.call('HMGET', KEYS[1], unpack(touched, first, last))
+  for i = first, last do
+    local text = replaced[i - first + 1]
+    if text then total = total - #touched[i] - #text end
   end
-end
-for i = 4, 3 + 2 * n, 2 do total = total + #ARGV[i] + #ARGV[i + 1] end
+end)
+for i = 4, last_pair, 2 do total = total + #ARGV[i] + #ARGV[i + 1] end
 if total > tonumber(ARGV[1]) then return total end
-if #ARGV >= 4 + 2 * n then redis.call('HDEL', KEYS[1], unpack(ARGV, 4 + 2 * n)) end
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * n)) end
+each_chunk(last_pair + 1, #ARGV, 1, function(first, last)
+  redis.call('HDEL', KEYS[1], unpack(ARGV, first, last))
+end)
+each_chunk(4, last_pair, 2, function(first, last)
+  redis.call('HSET', KEYS[1], unpack(ARGV, first, last))
+end)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], total, 'EX', ARGV[2])
 return -1

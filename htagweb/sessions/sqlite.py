@@ -16,12 +16,8 @@ from typing import Any
 
 from .base import TOUCH_EVERY, SessionStore, entry_bytes, new_session_id, private_file
 
-# sessions.bytes: the session's size as max_bytes counts it, kept up to date by each write,
-# so that checking a write costs what it touches, not the whole session.
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY, seen REAL NOT NULL, bytes INTEGER NOT NULL DEFAULT 0
-);
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, seen REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
     token TEXT PRIMARY KEY,
     session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE
@@ -34,19 +30,22 @@ CREATE TABLE IF NOT EXISTS data (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tokens_by_session ON tokens(session_id);
 CREATE INDEX IF NOT EXISTS sessions_by_seen ON sessions(seen);
-PRAGMA user_version = 2;
 """
-SCHEMA_VERSION = 2
 ENTRY_BYTES = "length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))"  # see entry_bytes
-MIGRATIONS = {  # from a version to the next one
-    1: f"""
-ALTER TABLE sessions ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
-UPDATE sessions SET bytes = (
-    SELECT COALESCE(SUM({ENTRY_BYTES}), 0) FROM data WHERE data.session_id = sessions.id
-);
-PRAGMA user_version = 2;
-""",
-}
+# Each session's size as max_bytes counts it, kept up to date by each write, so that
+# checking a write costs what it touches, not the whole session. A table of its own:
+# files of the previous version (whose code may still run during a deploy) keep working,
+# and whenever the version is found older, the sizes are counted again.
+SIZES = f"""
+CREATE TABLE IF NOT EXISTS sizes (
+    session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+DELETE FROM sizes;
+INSERT INTO sizes SELECT session_id, SUM({ENTRY_BYTES}) FROM data GROUP BY session_id;
+"""
+SCHEMA_VERSION = 3  # 1: no sizes; 2: sizes in a column of sessions (a development version)
+MAX_VARIABLES = 500  # per statement: older SQLite builds allow 999
 CACHE_KIB = 256  # per connection: an app process reads one small session; keep it light
 
 
@@ -119,11 +118,8 @@ class SQLiteStore(SessionStore):
             if found is None:
                 return None
             old_id, session_id = found[0], new_session_id()
-            db.execute(
-                "INSERT INTO sessions (id, seen, bytes)"
-                " SELECT ?, ?, bytes FROM sessions WHERE id = ?",
-                (session_id, self.now(), old_id),
-            )
+            db.execute("INSERT INTO sessions (id, seen) VALUES (?, ?)", (session_id, self.now()))
+            db.execute("UPDATE sizes SET session_id = ? WHERE session_id = ?", (session_id, old_id))
             db.execute("UPDATE data SET session_id = ? WHERE session_id = ?", (session_id, old_id))
             db.execute(
                 "UPDATE tokens SET token = ?, session_id = ? WHERE token = ?",
@@ -141,32 +137,29 @@ class SQLiteStore(SessionStore):
         return dict(rows)
 
     def load_keys(self, session_id: str, keys: list[str]) -> dict[str, str]:
-        marks = ",".join("?" * len(keys))
-        rows = self._db().execute(
-            f"SELECT key, value FROM data WHERE session_id = ? AND key IN ({marks})",
-            (session_id, *keys),
-        )
-        return dict(rows.fetchall())
+        db = self._db()
+        found: dict[str, str] = {}
+        for some in _chunks(keys):
+            marks = ",".join("?" * len(some))
+            rows = db.execute(
+                f"SELECT key, value FROM data WHERE session_id = ? AND key IN ({marks})",
+                (session_id, *some),
+            )
+            found.update(rows.fetchall())
+        return found
 
     def write(self, session_id: str, changed: dict[str, str], deleted: set[str]) -> None:
         db = self._db()
-        touched = [*changed, *deleted]
-        marks = ",".join("?" * len(touched))
         with _transaction(db, immediate=True):
-            row = db.execute("SELECT bytes FROM sessions WHERE id = ?", (session_id,)).fetchone()
-            replaced = db.execute(
-                f"SELECT COALESCE(SUM({ENTRY_BYTES}), 0) FROM data"
-                f" WHERE session_id = ? AND key IN ({marks})",
-                (session_id, *touched),
-            ).fetchone()[0]
-            kept = (row[0] if row else 0) - replaced
+            row = db.execute("SELECT bytes FROM sizes WHERE session_id = ?", (session_id,))
+            size = row.fetchone()
+            kept = (size[0] if size else 0) - self._bytes_of(db, session_id, [*changed, *deleted])
             self.check_total(kept, changed)
             total = kept + sum(entry_bytes(key, text) for key, text in changed.items())
             db.execute(
-                "INSERT INTO sessions (id, seen, bytes) VALUES (?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes",
-                (session_id, self.now(), total),
+                "INSERT OR IGNORE INTO sessions (id, seen) VALUES (?, ?)", (session_id, self.now())
             )
+            db.execute("INSERT OR REPLACE INTO sizes VALUES (?, ?)", (session_id, total))
             db.executemany(
                 "DELETE FROM data WHERE session_id = ? AND key = ?",
                 [(session_id, key) for key in deleted],
@@ -175,6 +168,19 @@ class SQLiteStore(SessionStore):
                 "INSERT OR REPLACE INTO data VALUES (?, ?, ?)",
                 [(session_id, key, text) for key, text in changed.items()],
             )
+
+    @staticmethod
+    def _bytes_of(db: sqlite3.Connection, session_id: str, keys: list[str]) -> int:
+        """What these stored keys of the session count toward max_bytes."""
+        total = 0
+        for some in _chunks(keys):
+            marks = ",".join("?" * len(some))
+            total += db.execute(
+                f"SELECT COALESCE(SUM({ENTRY_BYTES}), 0) FROM data"
+                f" WHERE session_id = ? AND key IN ({marks})",
+                (session_id, *some),
+            ).fetchone()[0]
+        return int(total)
 
     def delete(self, session_id: str) -> None:
         self._db().execute("DELETE FROM sessions WHERE id = ?", (session_id,))
@@ -205,15 +211,15 @@ def _build_schema(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA journal_mode=WAL")  # kept in the file from then on
     with _transaction(connection, immediate=True):
         version = connection.execute("PRAGMA user_version").fetchone()[0]
-        while 0 < version < SCHEMA_VERSION:
-            for statement in MIGRATIONS[version].split(";"):
+        if version != SCHEMA_VERSION:
+            for statement in (SCHEMA + SIZES).split(";"):
                 if statement.strip():
                     connection.execute(statement)
-            version += 1
-        if version == 0:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _chunks(items: list[str]) -> list[list[str]]:
+    return [items[start : start + MAX_VARIABLES] for start in range(0, len(items), MAX_VARIABLES)]
 
 
 class _transaction:

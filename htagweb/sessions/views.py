@@ -12,12 +12,15 @@ at the line that stored it; a value changed in place into one raises when it is 
 
 from __future__ import annotations
 
+import logging
 from abc import abstractmethod
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from . import codec
 from .base import SessionStore, SessionTooLarge, encode_value
+
+logger = logging.getLogger(__name__)
 
 
 class _StoredSession(MutableMapping[str, Any]):
@@ -38,12 +41,19 @@ class _StoredSession(MutableMapping[str, Any]):
         """Every key the session has."""
 
     def __getitem__(self, key: str) -> Any:
+        if not isinstance(key, str):
+            raise KeyError(key)  # keys are strings: no store may answer for 1 with "1"
         text = self._text(key)
         if key in self._values:
             return self._values[key]
         if text is None:
             raise KeyError(key)
-        value = self._values[key] = codec.loads(text)
+        try:
+            value = self._values[key] = codec.loads(text)
+        except codec.UnreadableValue as exc:
+            # Taken as absent, so the code can store it again; said, not dropped in silence.
+            logger.error("session[%r] cannot be read (%s): taken as absent", key, exc)
+            raise KeyError(key) from None
         return value
 
     def __iter__(self) -> Iterator[str]:
@@ -122,6 +132,7 @@ class AppSession(_StoredSession):
         app reads the stored one next, and the error is raised once the rest is saved.
         """
         changed, refused = self._compare()
+        self._drop_overwritten(changed)
         try:
             if changed:
                 self.store.write(self.session_id, changed, set())
@@ -134,6 +145,24 @@ class AppSession(_StoredSession):
             del self._values[key]
         if refused:
             raise TypeError("; ".join(str(exc) for exc in refused.values()))
+
+    def _drop_overwritten(self, changed: dict[str, str]) -> None:
+        """Leave out of `changed` the keys another writer stored since the app read them
+        (the app held their value from an earlier interaction): that write stands, the app
+        reads it next, and the log says so."""
+        unread = [key for key in changed if key not in self._fresh]
+        if not unread:
+            return
+        stored = self.store.load_keys(self.session_id, unread)
+        for key in unread:
+            if stored.get(key) != self._texts.get(key):
+                logger.warning(
+                    "session[%r] was written elsewhere since the app read it: its change in "
+                    "place is dropped, the other write stands",
+                    key,
+                )
+                del changed[key]
+                self._note_read(key, stored.get(key))
 
     def __setitem__(self, key: str, value: Any) -> None:
         text = encode_value(key, value)
@@ -192,8 +221,9 @@ class RequestSession(_StoredSession):
         self._deleted.discard(key)
 
     def __delitem__(self, key: str) -> None:
-        self[key]  # KeyError if it is not there
-        del self._values[key]
+        if key not in self._values and self._text(key) is None:
+            raise KeyError(key)  # (a stored value that cannot be read can still be deleted)
+        self._values.pop(key, None)
         self._deleted.add(key)
 
     def save(self) -> None:
