@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,10 @@ def available_memory() -> int:
         return 2 * 1024**3
 
 
+@functools.cache
 def default_max_processes() -> int:
-    """Half the available memory, at MEMORY_PER_PROCESS_BUDGET per app process."""
+    """Half the available memory, at MEMORY_PER_PROCESS_BUDGET per app process (read once
+    per process, so that every Runner of a server gets the same)."""
     return max(8, available_memory() // 2 // MEMORY_PER_PROCESS_BUDGET)
 
 
@@ -47,7 +50,7 @@ class Config:
     http_only: bool = False
     timeout_interaction: float = 60
     timeout_inactivity: float = 0
-    start_method: str = "fork"
+    start_method: str | None = None  # None: HTAGWEB_START_METHOD, else "fork"
     max_processes: int | None = None
     secret_key: str | bytes | None = None
     session_cookie: str = "session"
@@ -55,7 +58,8 @@ class Config:
     state_dir: Path = field(default_factory=default_state_dir)
 
     def __post_init__(self) -> None:
-        self.start_method = os.environ.get("HTAGWEB_START_METHOD", self.start_method)
+        if self.start_method is None:  # an argument wins over the environment
+            self.start_method = os.environ.get("HTAGWEB_START_METHOD", "fork")
         if self.start_method not in START_METHODS:
             raise ValueError(
                 f"start_method must be one of {START_METHODS}, not {self.start_method!r}"

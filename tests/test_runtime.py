@@ -69,10 +69,38 @@ def test_bad_options_are_refused_clearly(options, monkeypatch):
         Config(**options)
 
 
-def test_default_process_cap_follows_memory(monkeypatch):
+def test_default_process_cap_follows_memory(monkeypatch, tmp_path):
     from htagweb import config
 
+    monkeypatch.setenv("HTAGWEB_STATE_DIR", str(tmp_path))
     monkeypatch.setattr(config, "available_memory", lambda: 4 * 1024**3)
+    config.default_max_processes.cache_clear()  # read once per process: read again here
     assert Config().max_processes == 128  # half of 4 GiB at 16 MiB per process
     monkeypatch.setattr(config, "available_memory", lambda: 64 * 1024**2)
+    config.default_max_processes.cache_clear()
     assert Config().max_processes == 8  # never below 8
+    config.default_max_processes.cache_clear()
+
+
+def test_an_argument_wins_over_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("HTAGWEB_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("HTAGWEB_START_METHOD", "spawn")
+    assert Config(start_method="fork").start_method == "fork"
+    assert Config().start_method == "spawn"
+    monkeypatch.delenv("HTAGWEB_START_METHOD")
+    assert Config().start_method == "fork"
+
+
+def test_runners_of_one_server_must_agree_on_their_supervisor(monkeypatch, tmp_path):
+    from htagweb import Runner
+    from htagweb.web import runner
+
+    monkeypatch.setenv("HTAGWEB_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(runner, "_supervisor_settings", None)
+    first = Runner()
+    Runner()  # the default cap is read once per process: the same for every Runner
+    Runner(max_processes=first.config.max_processes)
+    with pytest.raises(ValueError, match="one supervisor"):
+        Runner(max_processes=first.config.max_processes + 1)
+    with pytest.raises(ValueError, match="start_method"):
+        Runner(start_method="spawn")

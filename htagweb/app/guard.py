@@ -10,7 +10,6 @@ is refused.
 A URL's query parameters only ever become arguments of the app's `init`: never
 attributes of the tag, page script (`js`) or content of the page.
 
-htag's own internals that this needs (its Binder) are reached here and nowhere else.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ import weakref
 from typing import Any
 
 from htag import Tag
-from htag import tag as htag_tag
+
+from ..htag_internals import on_every_binding
 
 EVENT_CALLERS = frozenset({"__on__", "__on_event__"})
 TAG_API = frozenset(dir(Tag)) | {"init", "exit"}  # htag's own methods, never a page's
@@ -30,19 +30,7 @@ _FROM_URL: dict[type, type] = {}  # app class -> its stand-in (see created_from_
 
 def record_bindings() -> None:
     """Note every method an app binds through htag's Binder (idempotent)."""
-    binder = htag_tag.Binder
-    if getattr(binder, "_htagweb_records", False):
-        return
-    original = binder.__getattr__
-
-    def recording_getattr(self: Any, method: str) -> Any:
-        caller = original(self, method)  # raises for unknown methods, as htag does
-        instance = self._Binder__instance
-        _bound.setdefault(instance, set()).add(method)
-        return caller
-
-    binder.__getattr__ = recording_getattr
-    binder._htagweb_records = True
+    on_every_binding(lambda tag, method: _bound.setdefault(tag, set()).add(method))
 
 
 def refusal(generators: dict[int, Any], target_id: Any, method: Any) -> str | None:

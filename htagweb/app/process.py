@@ -43,6 +43,7 @@ from htag import Tag
 from htag.render import HRenderer
 
 from .. import limits
+from ..htag_internals import page_scripts, running_generators
 from ..runtime import mark_used
 from ..sessions import SessionError, SessionStore, open_store
 from ..sessions.views import AppSession
@@ -266,7 +267,7 @@ class AppProcess:
             if answered is not None:
                 return answered
             refused = guard.refusal(
-                self.renderer._loop, payload.get("id"), payload.get("method")
+                running_generators(self.renderer), payload.get("id"), payload.get("method")
             )
             if refused:
                 logger.warning("refused an interaction: %s", refused)
@@ -420,7 +421,7 @@ class AppProcess:
         root = self.renderer.tag
         with self._deadline():
             body = str(root)
-            scripts = "\n".join(root._getAllJs())
+            scripts = "\n".join(page_scripts(root))
         return {"update": {"0": body}, "post": scripts, "instance": self.instance}
 
     # -- push (tag.update) ---------------------------------------------------------

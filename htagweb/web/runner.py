@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
 from typing import Any
 
-from htag.runners import commons
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -49,6 +48,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .. import appref, limits
 from ..appref import FQN_PATTERN, AppRef
 from ..config import Config
+from ..htag_internals import url_arguments
 from ..sessions import SessionStore
 from ..sessions.cookie import (
     NEW_SCOPE_KEY,
@@ -117,7 +117,7 @@ class Runner(Starlette):
         timeout_interaction: float = 60,
         timeout_inactivity: float = 0,
         *,
-        start_method: str = "fork",
+        start_method: str | None = None,
         max_processes: int | None = None,
         secret_key: str | bytes | None = None,
         session_cookie: str = "session",
@@ -184,9 +184,7 @@ class Runner(Starlette):
             raise ValueError("heartbeat must be >= 0 (0: none)")
         self.heartbeat = float(heartbeat)
         self.allowed_origins = frozenset(origin.rstrip("/").lower() for origin in allowed_origins)
-        self.gateway = Gateway(
-            {"start_method": self.config.start_method, "max_processes": self.config.max_processes}
-        )
+        self.gateway = Gateway(_one_supervisor(self.config))
         self._refs: dict[Any, AppRef] = {}  # by what the developer passed (kept alive)
         self._home = self._register(obj) if obj is not None else None
         secret = self.config.secret_key or os.environ.get("HTAGWEB_SECRET_KEY")
@@ -286,7 +284,7 @@ class Runner(Starlette):
         )
         root_path = request.scope.get("root_path", "")
         session_id = request.scope[SESSION_SCOPE_KEY]
-        args, kargs = commons.url2ak(str(request.url))
+        args, kargs = url_arguments(str(request.url))
         # htag turns "_name" keyword arguments into HTML attributes of the app's root:
         # from a URL that would let a link inject attributes (onmouseover=...) into the page.
         kargs = {k: v for k, v in kargs.items() if not k.startswith("_")}
@@ -593,6 +591,27 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise InvalidInteraction(f"over {limit} bytes", too_large=True)
     return bytes(body)
+
+
+# The supervisor settings of this process's Runners: a server has one supervisor, so a
+# Runner asking for other ones would silently get the first one's.
+_supervisor_settings: dict[str, Any] | None = None
+
+
+def _one_supervisor(config: Config) -> dict[str, Any]:
+    """The supervisor settings of `config`: ValueError if another Runner of this process
+    asked for different ones."""
+    global _supervisor_settings
+    settings = {"start_method": config.start_method, "max_processes": config.max_processes}
+    if _supervisor_settings is None:
+        _supervisor_settings = settings
+    elif settings != _supervisor_settings:
+        raise ValueError(
+            f"this server already has a Runner with {_supervisor_settings}, and a server has "
+            "one supervisor: give every Runner the same start_method and max_processes, "
+            f"not {settings}"
+        )
+    return settings
 
 
 def _is_internal(scope: Scope) -> bool:
