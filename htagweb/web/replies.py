@@ -1,0 +1,75 @@
+"""What the browser gets for what an app process answered or pushed, and the limits and
+codes every transport shares."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.websockets import WebSocket
+
+from .. import limits
+from ..wire.protocol import InvalidInteraction
+
+DEADLINE_GRACE = 5.0  # the app process ends itself at its deadline; the worker waits this longer
+WS_CLOSE_APP_GONE = 4404
+WS_CLOSE_POLICY = 1008
+WS_CLOSE_TOO_BIG = 1009
+PAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MESSAGE_TIMEOUT = (
+    "The app stopped while handling this action (it ran longer than {seconds:g}s, or crashed). "
+    "Reload the page to start it again."
+)
+MESSAGE_ENDED = "The app ended. Reload the page to start it again."
+MESSAGE_FAILED = "The app could not handle this action; the error was logged on the server."
+MESSAGE_LIMITED = "Too many interactions: slow down."
+
+
+def page_of(params: Any) -> str | None:
+    """The page id a request carries (p=...), or None when it has none or a malformed one."""
+    page = params.get("p")
+    return page if page and PAGE_ID.fullmatch(page) else None
+
+
+def address_of(connection: Request | WebSocket) -> str:
+    """The client's address as per-IP limits count it (see limits.address_group)."""
+    return limits.address_group(connection.client.host if connection.client else "")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused as soon as it grows past `limit` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise InvalidInteraction(f"over {limit} bytes", too_large=True)
+    return bytes(body)
+
+
+
+
+def to_browser(message: dict[str, Any]) -> dict[str, Any] | None:
+    """What the page receives for a frame its app process pushed or answered."""
+    if message.get("reload"):
+        return {"reload": True}
+    if message.get("rekey"):  # parano: the page must agree on new keys
+        return {"rekey": True}
+    if "error" in message:  # logged by the app process
+        return {"err": MESSAGE_FAILED}
+    if not ({"hello", "sealed", "actions"} & message.keys()):
+        return None  # {"ok": true}, the answer to a plain attach
+    down: dict[str, Any] = {}  # empty actions are an answer too: the click changed nothing
+    if "hello" in message:  # parano: the app process's public key
+        down["hello"] = message["hello"]
+    if "sealed" in message:
+        down.update(message["sealed"])
+    elif "actions" in message:
+        down.update(message["actions"])
+    return down
+
+
+def worker_deadline(timeout_interaction: float) -> float | None:
+    return timeout_interaction + DEADLINE_GRACE if timeout_interaction > 0 else None
+
+
