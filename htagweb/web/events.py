@@ -13,7 +13,8 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ..sessions.cookie import SESSION_SCOPE_KEY
-from ..wire.ipc import FrameError, encode_frame, read_frame
+from ..wire.ipc import FrameError
+from .gateway import AppGone
 from .replies import address_of, page_of, to_browser
 from .shutdown import stopping_event
 
@@ -49,23 +50,23 @@ async def serve(runner: Runner, request: Request) -> Response:
         "rid": 0,
     }
     return EventStreamResponse(
-        event_stream(runner, runner.gateway.app_socket(session_id, fqn), attach),
+        event_stream(runner, session_id, fqn, attach),
         on_close=lambda: runner.connections.close(session_id, address),
     )
 
 async def event_stream(
-    runner: Runner, path: str, attach: dict[str, Any]
+    runner: Runner, session_id: str, fqn: str, attach: dict[str, Any]
 ) -> AsyncIterator[str]:
     # The connection is opened here, not before the response starts, so that it is
     # closed by this generator's end whatever ends the response.
     try:
-        reader, writer = await asyncio.open_unix_connection(path)
-    except OSError:
+        connection = await runner.gateway.connect(session_id, fqn)
+    except AppGone:
         yield event({"reload": True})
         return
-    writer.write(encode_frame(attach))
+    connection.send(attach)
     stopping = asyncio.ensure_future(stopping_event().wait())
-    next_frame = asyncio.ensure_future(read_frame(reader))
+    next_frame = asyncio.ensure_future(connection.receive())
     heartbeat = runner.heartbeat or None
     try:
         yield ": connected\n\n"
@@ -91,11 +92,11 @@ async def event_stream(
                 yield event(down)
                 if down.get("reload"):
                     return  # not attached: the page loads again
-            next_frame = asyncio.ensure_future(read_frame(reader))
+            next_frame = asyncio.ensure_future(connection.receive())
     finally:
         stopping.cancel()
         next_frame.cancel()
-        writer.close()
+        connection.close()
 
 
 class EventStreamResponse(StreamingResponse):

@@ -18,9 +18,9 @@ import sys
 from collections import OrderedDict
 from typing import Any
 
-from ..appref import AppRef
+from ..appref import FQN_PATTERN, AppRef
 from ..runtime import ServerDir, app_key, server_master_pid, session_owner
-from ..wire.ipc import ConnectionLost, RpcClient
+from ..wire.ipc import ConnectionLost, RpcClient, encode_frame, read_frame
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,30 @@ class ClientLimited(AppProcessError):
 
 class SupervisorError(AppProcessError):
     """The supervisor could not be started or reached."""
+
+
+class AppConnection:
+    """A connection of its own to a user's app process, kept open for a page: its pushes
+    (tag.update()) come down it and, from a WebSocket page, its interactions go up it.
+    The app process knows the page by this connection (see htagweb.app.process)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    def send(self, message: dict[str, Any]) -> None:
+        self._writer.write(encode_frame(message))
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+    async def receive(self) -> Any:
+        """The next message, None once the app process closed the connection; FrameError
+        or ConnectionError if it broke."""
+        return await read_frame(self._reader)
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 class Gateway:
@@ -187,6 +211,17 @@ class Gateway:
             self._app_clients.pop(path).close()
         self._client_pids[path] = reply["pid"]
         return path
+
+    async def connect(self, session_id: str, fqn: str) -> AppConnection:
+        """A connection of its own to this user's process of `fqn`; AppGone if none runs."""
+        await self.start()
+        if not FQN_PATTERN.match(fqn):
+            raise AppGone("no such app")
+        try:
+            reader, writer = await asyncio.open_unix_connection(self.app_socket(session_id, fqn))
+        except OSError:
+            raise AppGone("no app process at this address") from None
+        return AppConnection(reader, writer)
 
     async def kill(self, session_id: str, fqn: str) -> None:
         await self.ask_supervisor({"op": "kill", "key": app_key(session_id, fqn)})

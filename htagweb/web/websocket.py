@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..appref import FQN_PATTERN
 from ..sessions.cookie import SESSION_SCOPE_KEY
-from ..wire.ipc import FrameError, encode_frame, read_frame
+from ..wire.ipc import FrameError
 from ..wire.protocol import InvalidInteraction, parse_message
 from . import guard
-from .gateway import AppProcessError
+from .gateway import AppConnection, AppGone, AppProcessError
 from .replies import (
     MESSAGE_LIMITED,
     MESSAGE_TIMEOUT,
@@ -55,21 +54,16 @@ async def serve(runner: Runner, websocket: WebSocket) -> None:
         runner.connections.close(session_id, address)
 
 async def _relay(runner: Runner, websocket: WebSocket, fqn: str, session_id: str) -> None:
-    await runner.gateway.start()
     try:
-        if not FQN_PATTERN.match(fqn):
-            raise OSError("unknown app")
-        reader, writer = await asyncio.open_unix_connection(
-            runner.gateway.app_socket(session_id, fqn)
-        )
-    except OSError:
+        connection = await runner.gateway.connect(session_id, fqn)
+    except AppGone:
         await websocket.accept()
         await websocket.send_text(json.dumps({"reload": True}))
         await websocket.close(WS_CLOSE_APP_GONE, "no app for this page")
         return
     await websocket.accept()
     bridge = SocketBridge(
-        websocket, reader, writer, runner.config.timeout_interaction, runner.max_message_bytes
+        websocket, connection, runner.config.timeout_interaction, runner.max_message_bytes
     )
     params = websocket.query_params
     attach = {
@@ -81,7 +75,7 @@ async def _relay(runner: Runner, websocket: WebSocket, fqn: str, session_id: str
     try:
         await bridge.run(attach, sealed=params.get("s") == "1")
     finally:
-        writer.close()
+        connection.close()
     if bridge.timed_out:
         with contextlib.suppress(AppProcessError):
             await runner.gateway.kill(session_id, fqn)
@@ -98,15 +92,13 @@ class SocketBridge:
     def __init__(
         self,
         websocket: WebSocket,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        connection: AppConnection,
         timeout_interaction: float,
         max_message_bytes: int,
     ) -> None:
         self.websocket = websocket
         self.max_message_bytes = max_message_bytes
-        self.reader = reader
-        self.writer = writer
+        self.app = connection
         self.timeout_interaction = timeout_interaction
         # Unanswered interactions: when each was sent, and its number (seq) if it has one.
         self.sent_at: collections.deque[tuple[float, Any]] = collections.deque()
@@ -157,9 +149,9 @@ class SocketBridge:
                     await self.websocket.close(WS_CLOSE_POLICY, "a key exchange was expected")
                 return False
             attach = {**attach, "hello": hello}
-        self.writer.write(encode_frame({**attach, "rid": 0}))
+        self.app.send({**attach, "rid": 0})
         try:
-            reply = await read_frame(self.reader)
+            reply = await self.app.receive()
         except (FrameError, ConnectionError):
             reply = None
         if not isinstance(reply, dict):
@@ -208,8 +200,8 @@ class SocketBridge:
             rid += 1
             self.sent_at.append((time.monotonic(), parsed.get("payload", {}).get("seq")))
             self.sent.set()
-            self.writer.write(encode_frame({"op": "interact", **parsed, "rid": rid}))
-            await self.writer.drain()
+            self.app.send({"op": "interact", **parsed, "rid": rid})
+            await self.app.drain()
 
     async def _close_for(self, code: int, reason: str) -> None:
         """Close the page's socket because of what it sent (it is not told anything else)."""
@@ -219,7 +211,7 @@ class SocketBridge:
 
     async def _downstream(self) -> None:
         with contextlib.suppress(FrameError, ConnectionError):
-            while (message := await read_frame(self.reader)) is not None:
+            while (message := await self.app.receive()) is not None:
                 if "timeout_interaction" in message:  # the app process's own deadline
                     self.timeout_interaction = float(message["timeout_interaction"])
                 seq = None
