@@ -1,17 +1,38 @@
-"""Config: every server option, checked and resolved in one place."""
+"""Config: every server option, checked and resolved once, then read everywhere.
+
+An argument wins over the environment; the environment fills what no argument gives:
+
+    HTAGWEB_START_METHOD  start_method ("fork", or "spawn" where fork is unsafe)
+    HTAGWEB_STATE_DIR     state_dir (else $XDG_STATE_HOME/htagweb, ~/.local/state/htagweb)
+    HTAGWEB_SECRET_KEY    secret_key (else a key kept in state_dir)
+
+(HTAGWEB_HOST, HTAGWEB_PORT and HTAGWEB_RUNTIME_DIR are read where a server starts: by
+Runner.run() and htagweb.runtime.) What the supervisor and the app processes need is
+derived from it here: supervisor_settings() once per server, app_options() per page load.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .sessions import SessionStore, SQLiteStore
 from .sessions.base import private_dir
+from .wire.messages import AppOptions
+from .wire.protocol import MAX_INTERACTION_BYTES
 
 START_METHODS = ("fork", "spawn")
 MEMORY_PER_PROCESS_BUDGET = 16 * 1024 * 1024  # what the default process cap assumes per user
+# Per client address, defaults that a crowd behind one proxy does not reach: past them a
+# page load gets 429, a WebSocket or event stream is refused.
+DEFAULT_NEW_SESSIONS_PER_IP = 600.0  # a minute, bursts of as many
+DEFAULT_CONNECTIONS_PER_SESSION = 32  # open WebSockets and event streams, per worker
+DEFAULT_CONNECTIONS_PER_IP = 512
 
 
 def available_memory() -> int:
@@ -43,41 +64,146 @@ def default_state_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "htagweb"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
+    """The options of a Runner (see its docstring for what each does), resolved."""
+
     debug: bool = False
     parano: bool = False
     http_only: bool = False
     timeout_interaction: float = 60
     timeout_inactivity: float = 0
     start_method: str | None = None  # None: HTAGWEB_START_METHOD, else "fork"
-    max_processes: int | None = None
-    secret_key: str | bytes | None = None
+    max_processes: int | None = None  # None: from the memory available
+    secret_key: str | bytes | None = None  # None: HTAGWEB_SECRET_KEY, else one kept on disk
     session_cookie: str = "session"
-    session_store: SessionStore | None = None
+    session_cookie_path: str = "/"
+    session_store: SessionStore | None = None  # None: SQLite in state_dir
     state_dir: Path = field(default_factory=default_state_dir)
+    allowed_origins: Iterable[str] = ()
+    interactions_per_second: float = 200
+    heartbeat: float = 25
+    max_message_bytes: int = MAX_INTERACTION_BYTES
+    max_processes_per_ip: int = 0
+    new_sessions_per_ip: float = DEFAULT_NEW_SESSIONS_PER_IP
+    max_connections_per_session: int = DEFAULT_CONNECTIONS_PER_SESSION
+    max_connections_per_ip: int = DEFAULT_CONNECTIONS_PER_IP
+    dev_reload: bool = False
 
     def __post_init__(self) -> None:
-        if self.start_method is None:  # an argument wins over the environment
-            self.start_method = os.environ.get("HTAGWEB_START_METHOD", "fork")
-        if self.start_method not in START_METHODS:
+        resolved = dict(
+            start_method=self.start_method or os.environ.get("HTAGWEB_START_METHOD", "fork"),
+            timeout_interaction=_seconds("timeout_interaction", self.timeout_interaction),
+            timeout_inactivity=_seconds("timeout_inactivity", self.timeout_inactivity),
+            max_processes=_max_processes(self.max_processes),
+            secret_key=self.secret_key or os.environ.get("HTAGWEB_SECRET_KEY") or None,
+            state_dir=Path(self.state_dir),
+            allowed_origins=frozenset(o.rstrip("/").lower() for o in self.allowed_origins),
+            interactions_per_second=_at_least_zero(
+                "interactions_per_second", self.interactions_per_second
+            ),
+            heartbeat=_at_least_zero("heartbeat", self.heartbeat),
+            max_message_bytes=int(self.max_message_bytes),
+        )
+        if resolved["start_method"] not in START_METHODS:
             raise ValueError(
-                f"start_method must be one of {START_METHODS}, not {self.start_method!r}"
+                f"start_method must be one of {START_METHODS}, not {resolved['start_method']!r}"
             )
-        for name in ("timeout_interaction", "timeout_inactivity"):
-            value = getattr(self, name)
-            if value is None:
-                value = 0
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
-            setattr(self, name, float(value))
-        if self.max_processes is None:
-            self.max_processes = default_max_processes()
-        elif not isinstance(self.max_processes, int) or self.max_processes < 1:
-            raise ValueError(f"max_processes must be an integer >= 1, not {self.max_processes!r}")
-        self.state_dir = Path(self.state_dir)
+        if self.max_message_bytes <= 0:
+            raise ValueError("max_message_bytes must be > 0")
+        per_address = (
+            "max_processes_per_ip",
+            "new_sessions_per_ip",
+            "max_connections_per_session",
+            "max_connections_per_ip",
+        )
+        for name in per_address:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: no limit)")
+        for name, value in resolved.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "session_store", self._store())
+
+    def _store(self) -> SessionStore:
         if self.session_store is None:
             private_dir(self.state_dir)
-            self.session_store = SQLiteStore(self.state_dir / "sessions.sqlite")
-        elif not isinstance(self.session_store, SessionStore):
+            return SQLiteStore(self.state_dir / "sessions.sqlite")
+        if not isinstance(self.session_store, SessionStore):
             raise ValueError(f"session_store must be a SessionStore, not {self.session_store!r}")
+        return self.session_store
+
+    @property
+    def store(self) -> SessionStore:
+        assert self.session_store is not None  # resolved in __post_init__
+        return self.session_store
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def supervisor_settings(self) -> dict[str, Any]:
+        """What the server's supervisor is started with (one supervisor per server)."""
+        return {"start_method": self.start_method, "max_processes": self.max_processes}
+
+    def app_options(
+        self,
+        parano: bool | None = None,
+        timeout_interaction: float | None = None,
+        timeout_inactivity: float | None = None,
+    ) -> AppOptions:
+        """How an app process serves a page load; handle() may override some per route."""
+        return {
+            "debug": self.debug,
+            "parano": self.parano if parano is None else parano,
+            "timeout_interaction": _seconds(
+                "timeout_interaction",
+                self.timeout_interaction if timeout_interaction is None else timeout_interaction,
+            ),
+            "timeout_inactivity": _seconds(
+                "timeout_inactivity",
+                self.timeout_inactivity if timeout_inactivity is None else timeout_inactivity,
+            ),
+            "interactions_per_second": self.interactions_per_second,
+        }
+
+
+def _seconds(name: str, value: Any) -> float:
+    if value is None:
+        value = 0
+    if not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
+def _at_least_zero(name: str, value: Any) -> float:
+    if not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{name} must be >= 0 (0: none), not {value!r}")
+    return float(value)
+
+
+def _max_processes(value: Any) -> int:
+    if value is None:
+        return default_max_processes()
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_processes must be an integer >= 1, not {value!r}")
+    return value
+
+
+# The supervisor settings of this process's Runners: a server has one supervisor, so a
+# Runner asking for other ones would silently get the first one's.
+_supervisor_settings: dict[str, Any] | None = None
+
+
+def one_supervisor(config: Config) -> dict[str, Any]:
+    """The supervisor settings of `config`: ValueError if another Runner of this process
+    asked for different ones."""
+    global _supervisor_settings
+    settings = config.supervisor_settings()
+    if _supervisor_settings is None:
+        _supervisor_settings = settings
+    elif settings != _supervisor_settings:
+        raise ValueError(
+            f"this server already has a Runner with {_supervisor_settings}, and a server has "
+            "one supervisor: give every Runner the same start_method and max_processes, "
+            f"not {settings}"
+        )
+    return settings

@@ -21,7 +21,6 @@ import shutil
 import stat
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,25 +109,6 @@ def app_key(session_id: str, fqn: str) -> str:
 def session_owner(session_id: str) -> str:
     """What the supervisor knows of a session: a hash naming all its app processes."""
     return hashlib.sha256(f"owner\0{session_id}".encode()).hexdigest()[:32]
-
-
-def mark_used(socket_path: str | os.PathLike[str], engaged_at: float) -> None:
-    """Keep an app process's use clock in its socket file's times (seconds since the epoch).
-
-    mtime: its last use (a page load, an interaction, a page connecting); atime: when a
-    page last engaged with it (an interaction or a live connection), 0 for never. The
-    supervisor reads them to pick what to end at the process cap (see `usage`).
-    """
-    os.utime(socket_path, (engaged_at, time.time()))
-
-
-def usage(socket_path: str | os.PathLike[str]) -> tuple[float, float]:
-    """(engaged at, last used) of the app process at `socket_path`; (0, 0) if it is gone."""
-    try:
-        info = os.stat(socket_path)
-    except OSError:
-        return 0.0, 0.0
-    return info.st_atime, info.st_mtime
 
 
 @dataclass(frozen=True)

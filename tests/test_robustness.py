@@ -151,7 +151,7 @@ def test_stale_restarts_never_lose_the_socket_nor_leak_processes(
         try:
             for _ in range(15):
                 path = await gateway.ensure(ref, "session", stale=True)
-                reply = await gateway.call_app(path, {**message, "socket": path}, 30)
+                reply = await gateway.call_app(path, message, 30)
                 assert "html" in reply
                 pids.append(int(reply["html"].split('class="pid"')[1].split(">")[1].split("<")[0]))
             status = await gateway.status()

@@ -92,11 +92,10 @@ def test_an_argument_wins_over_the_environment(monkeypatch, tmp_path):
 
 
 def test_runners_of_one_server_must_agree_on_their_supervisor(monkeypatch, tmp_path):
-    from htagweb import Runner
-    from htagweb.web import runner
+    from htagweb import Runner, config
 
     monkeypatch.setenv("HTAGWEB_STATE_DIR", str(tmp_path))
-    monkeypatch.setattr(runner, "_supervisor_settings", None)
+    monkeypatch.setattr(config, "_supervisor_settings", None)
     first = Runner()
     Runner()  # the default cap is read once per process: the same for every Runner
     Runner(max_processes=first.config.max_processes)

@@ -14,11 +14,16 @@ from typing import Any
 import pytest
 from htag import Tag
 
-from htagweb.app.process import PAGES_REMEMBERED, AppProcess
+from htagweb.app.pages import PAGES_REMEMBERED
+from htagweb.app.process import AppProcess
 from htagweb.appref import AppRef
+from htagweb.host.admission import LimitReached
 from htagweb.host.launchers import Launcher
-from htagweb.host.supervisor import AppProcessRecord, LimitReached, Supervisor
-from htagweb.runtime import ServerDir, mark_used
+from htagweb.host.processes import AppProcesses
+from htagweb.host.records import AppProcessRecord
+from htagweb.host.supervisor import Supervisor
+from htagweb.runtime import ServerDir
+from htagweb.web.gateway import Gateway
 
 REF = AppRef("tests.App", "tests", "App", None, 0)
 
@@ -35,80 +40,115 @@ class RecordingLauncher(Launcher):
 
 
 @pytest.fixture
-def supervisor(tmp_path: Path) -> Supervisor:
-    settings = {"max_processes": 3, "sys_path": [], "cwd": str(tmp_path)}
-    return Supervisor(ServerDir(tmp_path / "server"), os.getpid(), settings)
+def processes(tmp_path: Path) -> AppProcesses:
+    """The app processes of a supervisor that starts none (see RecordingLauncher)."""
+    settings: Any = {"max_processes": 3, "sys_path": [], "cwd": str(tmp_path)}
+    return Supervisor(ServerDir(tmp_path / "server"), os.getpid(), settings).processes
 
 
 def add_process(
-    supervisor: Supervisor,
+    processes: AppProcesses,
     launcher: RecordingLauncher,
     pid: int,
     site: str,
     engaged_at: float,
     used_at: float,
 ) -> AppProcessRecord:
-    """A process as the supervisor knows it, its use clock set as its app process would."""
-    socket = supervisor.server_dir.root / f"{pid}.sock"
-    socket.parent.mkdir(parents=True, exist_ok=True)
-    socket.touch()
-    os.utime(socket, (engaged_at, used_at))
+    """A process as the supervisor knows it, its use clock set as workers' notices would."""
+    socket = processes.server_dir.root / f"{pid}.sock"
     record = AppProcessRecord(f"key{pid}", pid, REF.fqn, 0, socket, launcher)
     record.client_ip = record.site = site
-    supervisor.processes[record.key] = record
+    record.engaged_at, record.used_at = engaged_at, used_at
+    processes.by_key[record.key] = record
     return record
 
 
-def test_at_the_cap_a_process_nobody_engaged_with_goes_first(supervisor):
+def test_at_the_cap_a_process_nobody_engaged_with_goes_first(processes):
     launcher = RecordingLauncher()
-    now = time.time()
-    add_process(supervisor, launcher, 1, "192.0.2.1", engaged_at=now - 100, used_at=now - 100)
-    add_process(supervisor, launcher, 2, "198.51.100.7", engaged_at=0, used_at=now)
-    add_process(supervisor, launcher, 3, "198.51.100.7", engaged_at=now, used_at=now)
-    assert supervisor._end_one(keep="")
+    now = time.monotonic()
+    add_process(processes, launcher, 1, "192.0.2.1", engaged_at=now - 100, used_at=now - 100)
+    add_process(processes, launcher, 2, "198.51.100.7", engaged_at=0, used_at=now)
+    add_process(processes, launcher, 3, "198.51.100.7", engaged_at=now, used_at=now)
+    assert processes.evict_one(keep="")
     assert launcher.killed == [2]  # the newest, but never clicked nor connected
 
 
-def test_then_the_site_holding_the_most_processes_gives_up_its_least_recently_used(supervisor):
+def test_then_the_site_holding_the_most_processes_gives_up_its_least_recently_used(processes):
     launcher = RecordingLauncher()
-    now = time.time()
-    add_process(supervisor, launcher, 1, "192.0.2.1", engaged_at=now - 100, used_at=now - 100)
-    add_process(supervisor, launcher, 2, "198.51.100.7", engaged_at=now - 5, used_at=now - 5)
-    add_process(supervisor, launcher, 3, "198.51.100.7", engaged_at=now, used_at=now)
-    assert supervisor._end_one(keep="")
+    now = time.monotonic()
+    add_process(processes, launcher, 1, "192.0.2.1", engaged_at=now - 100, used_at=now - 100)
+    add_process(processes, launcher, 2, "198.51.100.7", engaged_at=now - 5, used_at=now - 5)
+    add_process(processes, launcher, 3, "198.51.100.7", engaged_at=now, used_at=now)
+    assert processes.evict_one(keep="")
     assert launcher.killed == [2]  # not 1, the oldest: its site holds one process only
-    assert supervisor._end_one(keep="key3")
+    assert processes.evict_one(keep="key3")
     assert launcher.killed == [2, 1]  # the page being loaded (keep) is never the one ended
 
 
-def test_a_page_being_loaded_is_not_evicted(supervisor):
+def test_a_page_being_loaded_is_not_evicted(processes):
     launcher = RecordingLauncher()
-    record = add_process(supervisor, launcher, 1, "192.0.2.1", engaged_at=0, used_at=0)
+    record = add_process(processes, launcher, 1, "192.0.2.1", engaged_at=0, used_at=0)
     record.loading_since = time.monotonic()
-    assert not supervisor._end_one(keep="")
+    assert not processes.evict_one(keep="")
     assert launcher.killed == []
 
 
-def test_the_use_clock_keeps_engagement_apart_from_use(tmp_path):
-    socket = tmp_path / "app.sock"
-    socket.touch()
-    mark_used(socket, engaged_at=0)
-    assert os.stat(socket).st_atime == 0 and os.stat(socket).st_mtime > 0
+def test_the_use_clock_keeps_engagement_apart_from_use(processes):
+    record = add_process(processes, RecordingLauncher(), 1, "192.0.2.1", engaged_at=0, used_at=0)
+    processes.note_use(record.key, engaged=False)  # a page load
+    assert record.engaged_at == 0 and record.used_at > 0
+    processes.note_use(record.key, engaged=True)  # a click, or a page connecting
+    assert record.engaged_at == record.used_at > 0
 
 
-def test_per_address_admission(supervisor):
+class RecordingSupervisor:
+    """Records the notices a worker sends, instead of sending them."""
+
+    def __init__(self) -> None:
+        self.notices: list[dict[str, Any]] = []
+        self.closed = False
+
+    def notify(self, message: dict[str, Any]) -> None:
+        self.notices.append(message)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_worker_tells_the_first_use_at_once_then_at_most_once_a_second(monkeypatch):
+    from htagweb.web import gateway as gateway_module
+
+    clock = [100.0]
+    monkeypatch.setattr(gateway_module.time, "monotonic", lambda: clock[0])
+    gateway = Gateway({"start_method": "fork", "max_processes": 8})
+    recorder = RecordingSupervisor()
+    gateway._supervisor = recorder  # type: ignore[assignment]
+    gateway._note_use("a")
+    gateway._note_use("a")
+    gateway._note_use("b")
+    assert recorder.notices == [
+        {"op": "used", "key": "a", "engaged": True},
+        {"op": "used", "key": "b", "engaged": True},
+    ]
+    clock[0] += 1.0
+    gateway._note_use("a")
+    assert len(recorder.notices) == 3
+
+
+def test_per_address_admission(processes):
     launcher = RecordingLauncher()
-    add_process(supervisor, launcher, os.getpid(), "192.0.2.1", engaged_at=0, used_at=0)
+    add_process(processes, launcher, os.getpid(), "192.0.2.1", engaged_at=0, used_at=0)
     limits: dict[str, Any] = {"ip": "192.0.2.1", "max_processes": 2}
-    supervisor._admit_new_process(limits)  # one live: a second may start
-    supervisor._starting["192.0.2.1"] += 1  # one more being forked counts as well
+    admission = processes.admission
+    admission.admit_new_process(limits)  # one live: a second may start
+    admission.start("192.0.2.1")  # one more being forked counts as well
     with pytest.raises(LimitReached, match="too many apps"):
-        supervisor._admit_new_process(limits)
-    sessions = {"ip": "192.0.2.9", "new_sessions_per_minute": 3}
+        admission.admit_new_process(limits)
+    sessions: Any = {"ip": "192.0.2.9", "new_sessions_per_minute": 3}
     for _ in range(3):  # a whole minute's worth at once
-        supervisor._admit_new_session(sessions)
+        admission.admit_new_session(sessions)
     with pytest.raises(LimitReached, match="too many new sessions"):
-        supervisor._admit_new_session(sessions)
+        admission.admit_new_session(sessions)
 
 
 class Empty(Tag.div):
@@ -116,18 +156,18 @@ class Empty(Tag.div):
 
 
 def test_an_interaction_sent_again_gets_its_answer_not_a_second_run():
-    app = AppProcess(Empty, "unused.sock")
-    app._remember("tab", 5, {"update": {"1": "<b>5</b>"}})
-    assert app._answer_of("tab", 5) == {"update": {"1": "<b>5</b>"}, "seq": 5}
-    assert app._answer_of("tab", 4) == {"seq": 4}  # older: answered, applied long ago
-    assert app._answer_of("tab", 6) is None  # new: to run
-    assert app._answer_of("other", 5) is None  # numbers are per page
-    assert app._answer_of("tab", "5") is None  # not numbered by htagweb's client
+    pages = AppProcess(Empty).pages
+    pages.remember("tab", 5, {"update": {"1": "<b>5</b>"}})
+    assert pages.answer_of("tab", 5) == {"update": {"1": "<b>5</b>"}, "seq": 5}
+    assert pages.answer_of("tab", 4) == {"seq": 4}  # older: answered, applied long ago
+    assert pages.answer_of("tab", 6) is None  # new: to run
+    assert pages.answer_of("other", 5) is None  # numbers are per page
+    assert pages.answer_of("tab", "5") is None  # not numbered by htagweb's client
 
 
 def test_only_the_most_recent_pages_are_remembered():
-    app = AppProcess(Empty, "unused.sock")
+    pages = AppProcess(Empty).pages
     for n in range(PAGES_REMEMBERED + 1):
-        app._remember(f"page{n}", 1, {})
-    assert app._answer_of("page0", 1) is None
-    assert app._answer_of(f"page{PAGES_REMEMBERED}", 1) == {"seq": 1}
+        pages.remember(f"page{n}", 1, {})
+    assert pages.answer_of("page0", 1) is None
+    assert pages.answer_of(f"page{PAGES_REMEMBERED}", 1) == {"seq": 1}

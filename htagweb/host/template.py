@@ -4,12 +4,14 @@ Forking from it costs a few milliseconds and little private memory, because the
 child shares every page the template already holds (htag, the app's module, the
 app-process loop). The template imports nothing of the web stack.
 
-The supervisor talks to it over a socketpair with framed JSON:
+The supervisor talks to it over a socketpair with framed JSON (the TemplateRequest and
+TemplateReport types of htagweb.wire.messages):
 
-    -> {"op": "start", "rid": n, "socket": path}   <- {"rid": n, "pid": pid}
-    -> {"op": "kill", "pid": pid}
-    -> {"op": "quit"}
-    <- {"op": "exited", "pid": pid, "status": code}   whenever a child ends
+    <- ready {pid} once the app is imported, or failed {error}
+    -> start {rid, socket}    <- forked {rid, pid}, or fork_failed {rid, error}
+    -> kill {pid}             only a child of its own, not yet reaped
+    -> quit                   ends every child, then the template
+    <- exited {pid, status}   whenever a child ends
 
 `python -m htagweb.host.template spawn SPEC` runs one app process without a template:
 the path for platforms without fork, selectable on Linux with start_method="spawn".
@@ -27,7 +29,7 @@ import signal
 import socket
 import sys
 import traceback
-from typing import Any
+from typing import cast
 
 from htag import Tag
 
@@ -36,6 +38,7 @@ from ..app import guard, inert
 from ..app import process as appprocess
 from ..runtime import log_to_stderr
 from ..wire.ipc import FrameBuffer, encode_frame, listen_unix
+from ..wire.messages import LaunchSpec, TemplateReport, TemplateRequest
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def prepare_interpreter(spec: dict[str, Any]) -> type[Tag]:
+def prepare_interpreter(spec: LaunchSpec) -> type[Tag]:
     """Make this fresh interpreter look like the web worker's, then load the app."""
     die_with_parent(spec["parent_pid"])
     os.umask(0o077)
@@ -60,7 +63,7 @@ def prepare_interpreter(spec: dict[str, Any]) -> type[Tag]:
     log_to_stderr(spec.get("log_level", logging.WARNING))
     inert.activate()
     guard.record_bindings()
-    return appref.load(appref.AppRef.from_json(spec["app"]))
+    return appref.load(appref.AppRef.from_json(dict(spec["app"])))
 
 
 class ForkServer:
@@ -74,7 +77,7 @@ class ForkServer:
         self.selector = selectors.DefaultSelector()
         self.wake_read, self.wake_write = os.pipe()
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: TemplateReport) -> None:
         self.channel.sendall(encode_frame(message))
 
     def serve_forever(self) -> None:
@@ -100,18 +103,18 @@ class ForkServer:
                     if message.get("op") == "quit":
                         self.quit()
                         return
-                    self.handle(message)
+                    self.handle(cast(TemplateRequest, message))
 
-    def handle(self, message: dict[str, Any]) -> None:
-        op = message.get("op")
-        if op == "start":
+    def handle(self, message: TemplateRequest) -> None:
+        if message["op"] == "start":
+            rid = message["rid"]
             try:
                 pid = self.fork_app(message["socket"])
             except OSError as exc:
-                self.send({"rid": message.get("rid"), "error": str(exc)})
+                self.send({"kind": "fork_failed", "rid": rid, "error": str(exc)})
             else:
-                self.send({"rid": message.get("rid"), "pid": pid})
-        elif op == "kill":
+                self.send({"kind": "forked", "rid": rid, "pid": pid})
+        elif message["op"] == "kill":
             victim = message.get("pid")
             # Only our own children, not yet reaped: never a pid the system reused.
             if isinstance(victim, int) and victim in self.children:
@@ -135,7 +138,7 @@ class ForkServer:
                 os.close(self.wake_write)
                 self.channel.close()
                 die_with_parent(template_pid)
-                code = appprocess.run(self.tag_class, listener, socket_path)
+                code = appprocess.run(self.tag_class, listener)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -153,7 +156,8 @@ class ForkServer:
             if pid == 0:
                 return
             self.children.pop(pid, None)
-            self.send({"op": "exited", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
+            status_code = os.waitstatus_to_exitcode(status)
+            self.send({"kind": "exited", "pid": pid, "status": status_code})
 
     def quit(self) -> None:
         for pid in list(self.children):
@@ -165,23 +169,25 @@ class ForkServer:
         self.children.clear()
 
 
-def main_template(spec: dict[str, Any]) -> int:
+def main_template(spec: LaunchSpec) -> int:
     channel = socket.socket(fileno=spec["channel_fd"])
     try:
         tag_class = prepare_interpreter(spec)
     except BaseException as exc:
-        channel.sendall(encode_frame({"op": "failed", "error": _describe(exc)}))
+        failed: TemplateReport = {"kind": "failed", "error": _describe(exc)}
+        channel.sendall(encode_frame(failed))
         return 1
     # Objects that exist now are shared with every child: keep the collector from
     # touching (and so copying) their pages.
     gc.collect()
     gc.freeze()
-    channel.sendall(encode_frame({"op": "ready", "pid": os.getpid()}))
+    ready: TemplateReport = {"kind": "ready", "pid": os.getpid()}
+    channel.sendall(encode_frame(ready))
     ForkServer(channel, tag_class).serve_forever()
     return 0
 
 
-def main_spawned(spec: dict[str, Any]) -> int:
+def main_spawned(spec: LaunchSpec) -> int:
     listener = socket.socket(fileno=spec["listen_fd"])
     ready_fd = spec["ready_fd"]
     try:
@@ -191,7 +197,7 @@ def main_spawned(spec: dict[str, Any]) -> int:
         return 1
     os.write(ready_fd, b"ok")
     os.close(ready_fd)
-    return appprocess.run(tag_class, listener, spec["socket"])
+    return appprocess.run(tag_class, listener)
 
 
 def _describe(exc: BaseException) -> str:

@@ -14,7 +14,8 @@ from starlette.types import Receive, Scope, Send
 
 from ..sessions.cookie import SESSION_SCOPE_KEY
 from ..wire.ipc import FrameError
-from .gateway import AppGone
+from ..wire.messages import AttachRequest
+from .door import AppGone
 from .replies import address_of, page_of, to_browser
 from .shutdown import stopping_event
 
@@ -34,14 +35,13 @@ async def serve(runner: Runner, request: Request) -> Response:
         return PlainTextResponse(refused[1], status_code=refused[0])
     session_id = request.scope[SESSION_SCOPE_KEY]
     address = address_of(request)
-    await runner.gateway.start()
     too_many = runner.connections.open(session_id, address)
     if too_many:
         logger.warning("refused an event stream: %s", too_many)
         return PlainTextResponse(too_many, status_code=429)
     params = request.query_params
     proof = params.get("e")  # parano: that the page holding the keys opened this stream
-    attach = {
+    attach: AttachRequest = {
         "op": "attach",
         "instance": params.get("i"),
         "page": page_of(params),
@@ -54,13 +54,14 @@ async def serve(runner: Runner, request: Request) -> Response:
         on_close=lambda: runner.connections.close(session_id, address),
     )
 
+
 async def event_stream(
-    runner: Runner, session_id: str, fqn: str, attach: dict[str, Any]
+    runner: Runner, session_id: str, fqn: str, attach: AttachRequest
 ) -> AsyncIterator[str]:
     # The connection is opened here, not before the response starts, so that it is
     # closed by this generator's end whatever ends the response.
     try:
-        connection = await runner.gateway.connect(session_id, fqn)
+        connection = await runner.door.connect(session_id, fqn)
     except AppGone:
         yield event({"reload": True})
         return
@@ -119,5 +120,3 @@ class EventStreamResponse(StreamingResponse):
 
 def event(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data)}\n\n"
-
-

@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.websockets import WebSocket
 
 from .. import limits
+from ..wire.messages import AppReply
 from ..wire.protocol import InvalidInteraction
 
-DEADLINE_GRACE = 5.0  # the app process ends itself at its deadline; the worker waits this longer
 WS_CLOSE_APP_GONE = 4404
 WS_CLOSE_POLICY = 1008
 WS_CLOSE_TOO_BIG = 1009
@@ -47,29 +47,30 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-
-
-def to_browser(message: dict[str, Any]) -> dict[str, Any] | None:
-    """What the page receives for a frame its app process pushed or answered."""
-    if message.get("reload"):
+def to_browser(reply: AppReply) -> dict[str, Any] | None:
+    """What the page receives for an app process's answer or push; None for nothing
+    (the answer to a plain attach, or what a page is not meant to see)."""
+    if "kind" not in reply:
+        return None
+    if reply["kind"] == "actions":
+        return dict(reply["actions"])  # {} too: the click changed nothing, and that answers it
+    if reply["kind"] == "sealed":
+        return dict(reply["sealed"])
+    if reply["kind"] == "reload":
         return {"reload": True}
-    if message.get("rekey"):  # parano: the page must agree on new keys
+    if reply["kind"] == "rekey":  # parano: the page must agree on new keys
         return {"rekey": True}
-    if "error" in message:  # logged by the app process
+    if reply["kind"] == "error":  # logged by the app process
         return {"err": MESSAGE_FAILED}
-    if not ({"hello", "sealed", "actions"} & message.keys()):
-        return None  # {"ok": true}, the answer to a plain attach
-    down: dict[str, Any] = {}  # empty actions are an answer too: the click changed nothing
-    if "hello" in message:  # parano: the app process's public key
-        down["hello"] = message["hello"]
-    if "sealed" in message:
-        down.update(message["sealed"])
-    elif "actions" in message:
-        down.update(message["actions"])
-    return down
-
-
-def worker_deadline(timeout_interaction: float) -> float | None:
-    return timeout_interaction + DEADLINE_GRACE if timeout_interaction > 0 else None
-
-
+    if reply["kind"] == "keys":  # parano: the app process's public key
+        return {"hello": reply["hello"]}
+    if reply["kind"] == "attached":
+        down: dict[str, Any] = {}
+        if "hello" in reply:
+            down["hello"] = reply["hello"]
+        if "sealed" in reply:
+            down.update(reply["sealed"])
+        elif "actions" in reply:
+            down.update(reply["actions"])
+        return down or None
+    return None

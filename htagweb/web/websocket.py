@@ -15,9 +15,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..sessions.cookie import SESSION_SCOPE_KEY
 from ..wire.ipc import FrameError
-from ..wire.protocol import InvalidInteraction, parse_message
+from ..wire.messages import AttachRequest
+from ..wire.protocol import InvalidInteraction, interact_request, parse_message
 from . import guard
-from .gateway import AppConnection, AppGone, AppProcessError
+from .door import AppConnection, AppGone, AppProcessError, worker_deadline
 from .replies import (
     MESSAGE_LIMITED,
     MESSAGE_TIMEOUT,
@@ -27,7 +28,6 @@ from .replies import (
     address_of,
     page_of,
     to_browser,
-    worker_deadline,
 )
 
 if TYPE_CHECKING:
@@ -53,9 +53,10 @@ async def serve(runner: Runner, websocket: WebSocket) -> None:
     finally:
         runner.connections.close(session_id, address)
 
+
 async def _relay(runner: Runner, websocket: WebSocket, fqn: str, session_id: str) -> None:
     try:
-        connection = await runner.gateway.connect(session_id, fqn)
+        connection = await runner.door.connect(session_id, fqn)
     except AppGone:
         await websocket.accept()
         await websocket.send_text(json.dumps({"reload": True}))
@@ -63,10 +64,10 @@ async def _relay(runner: Runner, websocket: WebSocket, fqn: str, session_id: str
         return
     await websocket.accept()
     bridge = SocketBridge(
-        websocket, connection, runner.config.timeout_interaction, runner.max_message_bytes
+        websocket, connection, runner.door.timeout_of(session_id, fqn), runner.max_message_bytes
     )
     params = websocket.query_params
-    attach = {
+    attach: AttachRequest = {
         "op": "attach",
         "instance": params.get("i"),
         "page": page_of(params),
@@ -78,7 +79,7 @@ async def _relay(runner: Runner, websocket: WebSocket, fqn: str, session_id: str
         connection.close()
     if bridge.timed_out:
         with contextlib.suppress(AppProcessError):
-            await runner.gateway.kill(session_id, fqn)
+            await runner.door.kill(session_id, fqn)
 
 
 class SocketBridge:
@@ -106,7 +107,7 @@ class SocketBridge:
         self.timed_out = False
         self.browser_left = False
 
-    async def run(self, attach: dict[str, Any], sealed: bool) -> None:
+    async def run(self, attach: AttachRequest, sealed: bool) -> None:
         """Bridge until either side leaves; `sealed`: parano, the page's keys come first."""
         if not await self._attach(attach, sealed):
             return
@@ -129,7 +130,7 @@ class SocketBridge:
                 await self.websocket.send_text(json.dumps({"err": text}))
             await self.websocket.close(WS_CLOSE_APP_GONE, "the app ended")
 
-    async def _attach(self, attach: dict[str, Any], sealed: bool) -> bool:
+    async def _attach(self, attach: AttachRequest, sealed: bool) -> bool:
         """The attach goes up (parano: with the page's public key, its first message) and
         its answer comes back, before anything else.
 
@@ -159,7 +160,7 @@ class SocketBridge:
         if "timeout_interaction" in reply:
             self.timeout_interaction = float(reply["timeout_interaction"])
         down = to_browser(reply)
-        attached = "hello" in reply if sealed else not reply.get("reload")
+        attached = "hello" in reply if sealed else reply.get("kind") != "reload"
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             if down is not None:
                 await self.websocket.send_text(json.dumps(down))
@@ -200,7 +201,7 @@ class SocketBridge:
             rid += 1
             self.sent_at.append((time.monotonic(), parsed.get("payload", {}).get("seq")))
             self.sent.set()
-            self.app.send({"op": "interact", **parsed, "rid": rid})
+            self.app.send({**interact_request(parsed), "rid": rid})
             await self.app.drain()
 
     async def _close_for(self, code: int, reason: str) -> None:
@@ -211,13 +212,13 @@ class SocketBridge:
 
     async def _downstream(self) -> None:
         with contextlib.suppress(FrameError, ConnectionError):
-            while (message := await self.app.receive()) is not None:
+            async for message in self.app:
                 if "timeout_interaction" in message:  # the app process's own deadline
                     self.timeout_interaction = float(message["timeout_interaction"])
                 seq = None
                 if message.get("rid") and self.sent_at:
                     seq = self.sent_at.popleft()[1]
-                if message.get("limited"):
+                if message.get("kind") == "limited":
                     await self.websocket.send_text(json.dumps({"err": MESSAGE_LIMITED}))
                     await self.websocket.close(WS_CLOSE_POLICY, "too many interactions")
                     self.browser_left = True  # closed here: nothing more to tell it
@@ -240,7 +241,3 @@ class SocketBridge:
                 self.timed_out = True
                 return
             await asyncio.sleep(-overdue)
-
-
-
-

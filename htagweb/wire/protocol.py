@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .messages import InteractRequest
+
 MAX_INTERACTION_BYTES = 1024 * 1024
 MAX_SEQ = 2**53  # interaction numbers stay exact in JavaScript
 # Lists and objects inside one another: far more than htag's events and arguments need,
@@ -37,6 +39,20 @@ def parse_message(data: str | bytes, limit: int = MAX_INTERACTION_BYTES) -> dict
             raise InvalidInteraction("a sealed message has an integer 'c' and a string 'd'")
         return {"sealed": {"c": message["c"], "d": message["d"]}}
     return {"payload": check_interaction(message)}
+
+
+def interact_request(
+    parsed: dict[str, Any], instance: str | None = None, page: str | None = None
+) -> InteractRequest:
+    """The request carrying a parsed interaction (plaintext or sealed) to its app process."""
+    request: InteractRequest = {"op": "interact"}
+    if instance is not None or page is not None:
+        request["instance"], request["page"] = instance, page
+    if "sealed" in parsed:
+        request["sealed"] = parsed["sealed"]
+    else:
+        request["payload"] = parsed["payload"]
+    return request
 
 
 def parse_interaction(data: str | bytes, limit: int = MAX_INTERACTION_BYTES) -> dict[str, Any]:
