@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import html
 import logging
 import os
 import secrets
@@ -35,7 +34,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
-    PlainTextResponse,
     Response,
 )
 from starlette.routing import Route, WebSocketRoute
@@ -60,6 +58,7 @@ from ..wire.protocol import MAX_INTERACTION_BYTES
 from . import events, guard, http
 from . import websocket as websocket_transport
 from .gateway import AppDied, AppProcessError, AppTimeout, ClientLimited, Gateway
+from .pages import BOOT_PATH, boot_handler, error_page
 from .replies import MESSAGE_ENDED, MESSAGE_TIMEOUT, address_of, worker_deadline
 from .shutdown import stopping_event
 
@@ -174,7 +173,7 @@ class Runner(Starlette):
             debug=debug,
             routes=[
                 Route("/_htagweb/client.js", self._client_js, methods=["GET", "HEAD"]),
-                Route("/_htagweb/boot", self._boot, methods=["GET"]),
+                Route(BOOT_PATH, boot_handler(self.boot_id), methods=["GET"]),
                 Route("/_/{fqn}", self._interact_http, methods=["POST"]),
                 Route("/_/{fqn}", self._events, methods=["GET"]),
                 WebSocketRoute("/_/{fqn}", self._interact_ws),
@@ -292,14 +291,14 @@ class Runner(Starlette):
                 self._client_limits(request),
             )
         except ClientLimited as exc:
-            return self._error_page(f"{exc}: try again later.", 429)
+            return error_page(f"{exc}: try again later.", 429)
         except (AppTimeout, AppDied):
-            return self._error_page(MESSAGE_TIMEOUT.format(seconds=interaction_timeout), 504)
+            return error_page(MESSAGE_TIMEOUT.format(seconds=interaction_timeout), 504)
         except AppProcessError as exc:
             logger.error("cannot serve %s: %s", ref.fqn, exc)
-            return self._error_page(str(exc) if config.debug else MESSAGE_ENDED, 500)
+            return error_page(str(exc) if config.debug else MESSAGE_ENDED, 500)
         if "html" not in reply:
-            return self._error_page(reply.get("error", "") if config.debug else MESSAGE_ENDED, 500)
+            return error_page(reply.get("error", "") if config.debug else MESSAGE_ENDED, 500)
         await store_session(request)  # a new visitor's session is stored from its first page
         refresh_session_cookie(request)  # an active user's cookie does not expire
         return HTMLResponse(reply["html"])
@@ -332,15 +331,6 @@ class Runner(Starlette):
             await self.gateway.end_session(session_id)
         except AppProcessError as exc:
             logger.error("could not end the apps of a rotated session: %s", exc)
-
-    def _error_page(self, text: str, status: int) -> HTMLResponse:
-        body = f"<!DOCTYPE html><title>htagweb</title><p>{html.escape(text)}</p>"
-        return HTMLResponse(body, status_code=status)
-
-    async def _boot(self, request: Request) -> Response:
-        if not self.boot_id:
-            return PlainTextResponse("not a development server", status_code=404)
-        return PlainTextResponse(self.boot_id, headers={"Cache-Control": "no-store"})
 
     async def _client_js(self, request: Request) -> Response:
         immutable = request.query_params.get("v") == CLIENT_JS_VERSION
