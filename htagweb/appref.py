@@ -2,8 +2,9 @@
 
 Web workers resolve what the developer passed (a Tag class, "module.Class",
 "module:Class" or a module holding `App`) into an AppRef; templates and spawned
-app processes load the class from it. A client never names a module: its fqn only
-selects among AppRefs this server registered.
+app processes load the class from it. The development server loads the files of its
+folder with the same load_module and find_class. A client never names a module: its
+fqn only selects among AppRefs this server registered.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ class AppRefError(ValueError):
     """What the developer passed cannot be served as an htag app."""
 
 
+class MissingName(AppRefError):
+    """The module has nothing under the name asked for."""
+
+
+class NotATagClass(AppRefError):
+    """The name is there, but not an htag Tag class."""
+
+
 @dataclass(frozen=True)
 class AppRef:
     fqn: str  # "module.Qualname": the public name, used in interaction URLs
@@ -34,6 +43,15 @@ class AppRef:
     qualname: str
     file: str | None  # set when the module must be loaded from this file (a __main__ script)
     version: int  # mtime of the module's file: a changed file means a new template
+
+    @classmethod
+    def of(
+        cls, module: str, qualname: str, file: str | None = None, *, source: str | None = None
+    ) -> AppRef:
+        """The ref of `module`'s `qualname`, loaded from `file` when set; its version is
+        the mtime of the module's file, `source` when it is not loaded from one."""
+        version = _file_version(file or source)
+        return cls(f"{module}.{qualname}", module, qualname, file, version)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,13 +75,18 @@ def _import_string(text: str) -> type:
     if not module_name or not qualname:
         raise AppRefError(f"'{text}' is not 'module.Class' or 'module:Class'")
     try:
-        target: Any = importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
     except ImportError as exc:
         raise AppRefError(f"cannot import module '{module_name}' for '{text}': {exc}") from exc
+    return _attribute(module, module_name, qualname)
+
+
+def _attribute(module: ModuleType, module_name: str, qualname: str) -> Any:
+    target: Any = module
     for part in qualname.split("."):
         target = getattr(target, part, None)
         if target is None:
-            raise AppRefError(f"module '{module_name}' has no '{qualname}'")
+            raise MissingName(f"module '{module_name}' has no '{qualname}'")
     return target
 
 
@@ -94,31 +117,38 @@ def resolve(obj: Any) -> tuple[AppRef, type[Tag]]:
             raise AppRefError(f"{qualname} lives in an interactive session; put it in a file")
     else:
         module_name, load_from = obj.__module__, None
-    ref = AppRef(
-        fqn=f"{module_name}.{qualname}",
-        module=module_name,
-        qualname=qualname,
-        file=load_from,
-        version=_file_version(file),
-    )
-    return ref, obj
+    return AppRef.of(module_name, qualname, load_from, source=file), obj
 
 
 def load(ref: AppRef) -> type[Tag]:
     """Import the app's module in this process and return its class."""
-    module: ModuleType
-    if ref.file:
-        spec = importlib.util.spec_from_file_location(ref.module, ref.file)
-        if spec is None or spec.loader is None:
-            raise AppRefError(f"cannot load {ref.file}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[ref.module] = module
+    return find_class(load_module(ref.module, ref.file), ref.module, ref.qualname)
+
+
+def load_module(name: str, file: str | None = None) -> ModuleType:
+    """Import module `name`, from `file` when set (a script, a file the dev server serves).
+
+    The module's own errors propagate as they are; a file that fails leaves no half-run
+    module behind in sys.modules, so that importing it again runs it again.
+    """
+    if not file:
+        return importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise AppRefError(f"cannot load {file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
         spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(ref.module)
-    target: Any = module
-    for part in ref.qualname.split("."):
-        target = getattr(target, part)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def find_class(module: ModuleType, module_name: str, qualname: str) -> type[Tag]:
+    """The htag Tag class `qualname` of `module`: MissingName or NotATagClass otherwise."""
+    target = _attribute(module, module_name, qualname)
     if not (inspect.isclass(target) and issubclass(target, Tag)):
-        raise AppRefError(f"{ref.fqn} is not an htag Tag class")
+        raise NotATagClass(f"{module_name}.{qualname} is not an htag Tag class")
     return target

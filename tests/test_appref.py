@@ -83,6 +83,24 @@ def test_app_in_a_main_script_loads_from_its_file_without_starting_a_server(tmp_
     assert loaded.stdout.strip() == "App False", loaded.stderr
 
 
+def test_a_file_failing_on_import_leaves_no_half_run_module(tmp_path):
+    script = tmp_path / "failing.py"
+    script.write_text("raise RuntimeError('no db')\n")
+    with pytest.raises(RuntimeError, match="no db"):  # the module's own error, as it is
+        appref.load_module("htagweb_test_failing", str(script))
+    assert "htagweb_test_failing" not in sys.modules
+
+
+def test_find_class_tells_a_missing_name_from_something_else():
+    import counter
+
+    assert appref.find_class(counter, "counter", "App") is counter.App
+    with pytest.raises(appref.MissingName, match="module 'counter' has no 'Nope'"):
+        appref.find_class(counter, "counter", "Nope")
+    with pytest.raises(appref.NotATagClass, match=r"counter\.INITS is not an htag Tag class"):
+        appref.find_class(counter, "counter", "INITS")
+
+
 def test_fqn_pattern_accepts_only_dotted_names():
     assert FQN_PATTERN.match("pkg.mod.App")
     for bad in ("App", "../x.App", "a..b", "a.b/c", "a.b c", ".a.b", "a.b\n"):

@@ -6,7 +6,6 @@ the settings travel in environment variables set by the command line.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
@@ -17,10 +16,11 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import runtime
+from ..web.pages import BOOT_PATH, boot_handler, error_page
 from ..web.runner import Runner
 from .crosssite import SameSiteOnly
 from .folder import OPEN_PATH, ROOT_VARIABLE, FolderBrowser, served_root
@@ -63,7 +63,7 @@ def build(root: Path, target: str, options: dict[str, Any]) -> Runner:
         try:
             ref = load_app(root, relative, name, debug=debug, only_listed=True)
         except DevError as exc:
-            return _error_page(str(exc), 403 if isinstance(exc, OutsideFolder) else 404)
+            return error_page(str(exc), 403 if isinstance(exc, OutsideFolder) else 404)
         return await runner.handle(request, ref)
 
     runner.add_route(OPEN_PATH, open_app)
@@ -104,21 +104,12 @@ def create() -> Starlette:
 
 def _broken_app(message: str) -> Starlette:
     """Until the next save: open pages reload into the error, which reloads itself."""
-    boot_id = secrets.token_hex(8)  # not the one open pages know: they reload
-
-    async def boot(request: Request) -> Response:
-        return PlainTextResponse(boot_id, headers={"Cache-Control": "no-store"})
+    boot = boot_handler(secrets.token_hex(8))  # not the one open pages know: they reload
 
     async def explain(request: Request) -> Response:
-        return _error_page(message, 500, refresh=True)
+        return error_page(message, 500, refresh=True)
 
-    return Starlette(routes=[Route("/_htagweb/boot", boot), Route("/{path:path}", explain)])
-
-
-def _error_page(text: str, status: int, refresh: bool = False) -> HTMLResponse:
-    again = '<meta http-equiv="refresh" content="1">' if refresh else ""
-    body = f"<!DOCTYPE html><title>htagweb</title>{again}<p class='error'>{html.escape(text)}</p>"
-    return HTMLResponse(body, status_code=status)
+    return Starlette(routes=[Route(BOOT_PATH, boot), Route("/{path:path}", explain)])
 
 
 __all__ = ["ROOT_VARIABLE", "build", "create"]

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
-import inspect
 import os
 import re
-import sys
 from pathlib import Path
 
-from htag import Tag
-
+from .. import appref
 from ..appref import AppRef
 
 
@@ -75,34 +71,23 @@ def load_app(
         raise DevError(f"no file {relative} in {root}")
     if only_listed and name not in tag_classes_in(path):
         raise DevError(f"{relative} declares no htag app {name!r}")
-    module_name = module_name_of(root, path)
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
+    if path.suffix != ".py":  # Python has no loader for it (a notes.txt declaring a class)
         raise DevError(f"{relative} cannot be imported")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
+    module_name = module_name_of(root, path)
     try:
-        spec.loader.exec_module(module)
+        module = appref.load_module(module_name, str(path))
     except SyntaxError as exc:
-        sys.modules.pop(module_name, None)
         raise DevError(f"{relative}, line {exc.lineno}: {exc.msg}") from (exc if debug else None)
     except Exception as exc:
-        sys.modules.pop(module_name, None)
-        raise DevError(
-            f"{relative} failed on import: {type(exc).__name__}: {exc}"
-        ) from (exc if debug else None)
-    target = getattr(module, name, None)
-    if target is None:
-        raise DevError(f"{relative} has no {name!r}")
-    if not (inspect.isclass(target) and issubclass(target, Tag)):
-        raise DevError(f"{relative}: {name} is not an htag Tag class")
-    return AppRef(
-        fqn=f"{module_name}.{name}",
-        module=module_name,
-        qualname=name,
-        file=str(path),
-        version=path.stat().st_mtime_ns,
-    )
+        failure = f"{type(exc).__name__}: {exc}"
+        raise DevError(f"{relative} failed on import: {failure}") from (exc if debug else None)
+    try:
+        appref.find_class(module, module_name, name)
+    except appref.MissingName:
+        raise DevError(f"{relative} has no {name!r}") from None
+    except appref.NotATagClass:
+        raise DevError(f"{relative}: {name} is not an htag Tag class") from None
+    return AppRef.of(module_name, name, str(path))
 
 
 def module_name_of(root: Path, path: Path) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ from ..sessions.cookie import (
 )
 from ..wire.messages import AppOptions, ClientLimits, PageSettings, RenderRequest
 from .door import AppDied, AppProcessError, ClientLimited
+from .pages import error_page
 from .replies import MESSAGE_ENDED, MESSAGE_TIMEOUT, address_of
 
 if TYPE_CHECKING:
@@ -85,8 +85,3 @@ def client_limits(runner: Runner, request: Request) -> ClientLimits:
         "max_processes": runner.config.max_processes_per_ip,
         "new_sessions_per_minute": runner.config.new_sessions_per_ip,
     }
-
-
-def error_page(text: str, status: int) -> HTMLResponse:
-    body = f"<!DOCTYPE html><title>htagweb</title><p>{html.escape(text)}</p>"
-    return HTMLResponse(body, status_code=status)

@@ -32,7 +32,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Scope
 from starlette.websockets import WebSocket
@@ -47,6 +47,7 @@ from . import websocket as websocket_transport
 from .door import AppDoor, AppProcessError
 from .gateway import Gateway
 from .page_load import serve_page
+from .pages import BOOT_PATH, boot_handler
 from .shutdown import stopping_event
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class Runner(Starlette):
     def _internal_routes(self) -> list[BaseRoute]:
         return [
             Route("/_htagweb/client.js", self._client_js, methods=["GET", "HEAD"]),
-            Route("/_htagweb/boot", self._boot, methods=["GET"]),
+            Route(BOOT_PATH, boot_handler(self.boot_id), methods=["GET"]),
             Route("/_/{fqn}", self._interact_http, methods=["POST"]),
             Route("/_/{fqn}", self._events, methods=["GET"]),
             WebSocketRoute("/_/{fqn}", self._interact_ws),
@@ -218,11 +219,6 @@ class Runner(Starlette):
             await self.door.end_session(session_id)
         except AppProcessError as exc:
             logger.error("could not end the apps of a rotated session: %s", exc)
-
-    async def _boot(self, request: Request) -> Response:
-        if not self.boot_id:
-            return PlainTextResponse("not a development server", status_code=404)
-        return PlainTextResponse(self.boot_id, headers={"Cache-Control": "no-store"})
 
     async def _client_js(self, request: Request) -> Response:
         immutable = request.query_params.get("v") == CLIENT_JS_VERSION
