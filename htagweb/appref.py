@@ -15,11 +15,13 @@ import inspect
 import os
 import re
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from htag import Tag
+
+from .wire.messages import AppRefJson
 
 FQN_PATTERN = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
 
@@ -53,12 +55,18 @@ class AppRef:
         version = _file_version(file or source)
         return cls(f"{module}.{qualname}", module, qualname, file, version)
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_json(self) -> AppRefJson:
+        return {
+            "fqn": self.fqn,
+            "module": self.module,
+            "qualname": self.qualname,
+            "file": self.file,
+            "version": self.version,
+        }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> AppRef:
-        return cls(**data)
+    def from_json(cls, data: AppRefJson) -> AppRef:
+        return cls(data["fqn"], data["module"], data["qualname"], data["file"], data["version"])
 
 
 def _file_version(path: str | None) -> int:

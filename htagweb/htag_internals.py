@@ -46,3 +46,8 @@ def on_every_binding(note: Callable[[Any, str], None]) -> None:
 
     binder.__getattr__ = noting_getattr
     binder._htagweb_records = True
+
+
+def exposed_by_htag(method: Any) -> bool:
+    """Whether `method` carries the mark of htag's @expose decorator."""
+    return bool(getattr(method, "__dict__", {}).get("_autoExposeClientSide_"))

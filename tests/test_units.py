@@ -122,7 +122,7 @@ def test_a_worker_tells_the_first_use_at_once_then_at_most_once_a_second(monkeyp
     monkeypatch.setattr(gateway_module.time, "monotonic", lambda: clock[0])
     gateway = Gateway({"start_method": "fork", "max_processes": 8})
     recorder = RecordingSupervisor()
-    gateway._supervisor = recorder  # type: ignore[assignment]
+    gateway.supervisor = recorder  # type: ignore[assignment]
     gateway._note_use("a")
     gateway._note_use("a")
     gateway._note_use("b")

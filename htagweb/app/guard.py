@@ -19,7 +19,7 @@ from typing import Any
 
 from htag import Tag
 
-from ..htag_internals import on_every_binding
+from ..htag_internals import exposed_by_htag, on_every_binding
 
 EVENT_CALLERS = frozenset({"__on__", "__on_event__"})
 TAG_API = frozenset(dir(Tag)) | {"init", "exit"}  # htag's own methods, never a page's
@@ -117,4 +117,4 @@ def _class_attribute(cls: type, name: str) -> Any:
 def _is_exposed(cls: type, name: str) -> bool:
     """Whether `name` is a method decorated with htag's @expose."""
     method = _class_attribute(cls, name)
-    return bool(getattr(method, "__dict__", {}).get("_autoExposeClientSide_"))
+    return exposed_by_htag(method)

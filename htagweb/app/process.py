@@ -31,15 +31,13 @@ plaintext interactions are refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import logging
 import os
 import secrets
 import signal
 import socket
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from htag import Tag
@@ -47,8 +45,6 @@ from htag.render import HRenderer
 
 from .. import limits
 from ..htag_internals import page_scripts, running_generators
-from ..sessions import SessionError, SessionStore, open_store
-from ..sessions.views import AppSession
 from ..wire.ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
 from ..wire.messages import (
     AppOptions,
@@ -59,10 +55,11 @@ from ..wire.messages import (
     InteractRequest,
     PageSettings,
     RenderRequest,
-    SessionRef,
 )
 from . import guard
+from .lifetime import Lifetime
 from .pages import LivePages, Subscriber, numbered
+from .session_link import SessionLink
 
 if TYPE_CHECKING:
     from .parano import PageCipher
@@ -81,30 +78,24 @@ class AppProcess:
 
     def __init__(self, tag_class: type[Tag]) -> None:
         self.tag_class = tag_class
-        self.store: SessionStore | None = None  # opened after the fork: never shared
-        self.session: AppSession | None = None
+        self.session = SessionLink()
         self.renderer: HRenderer | None = None
         self.instance = ""
         self.debug = False
-        self.timeout_interaction = 0.0
-        self.timeout_inactivity = 0.0
         self.rate_limit = limits.RateLimit(0)
         self.parano = False
         self.sealing: SealedPages | None = None  # parano mode: made at the first handshake
         self.pages = LivePages(self._cipher_of)
         self._lock = asyncio.Lock()
-        self._done = asyncio.Event()
-        self._exit_requested = False
-        self._last_activity = time.monotonic()
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.lifetime = Lifetime(busy=self._lock.locked)
 
     async def serve(self, listener: socket.socket) -> None:
         server = await asyncio.start_unix_server(
             self._serve_connection, sock=listener, limit=MAX_FRAME_BYTES
         )
         await _warm_up()
-        await self._done.wait()
-        self._save_session()  # what a background task changed since its last push
+        await self.lifetime.done.wait()
+        self.session.save()  # what a background task changed since its last push
         server.close()
         logger.debug("app process %s ends", os.getpid())
 
@@ -122,11 +113,11 @@ class AppProcess:
                     reply = {"kind": "error", "error": f"{type(exc).__name__}: {exc}"}
                 if isinstance(message, dict) and "rid" in message:
                     reply["rid"] = message["rid"]
-                reply["timeout_interaction"] = self.timeout_interaction
+                reply["timeout_interaction"] = self.lifetime.timeout_interaction
                 writer.write(encode_frame(reply))
                 await writer.drain()
-                if self._exit_requested:
-                    self._done.set()
+                if self.lifetime.exit_requested:
+                    self.lifetime.done.set()
         except (FrameError, ConnectionError) as exc:
             logger.debug("connection dropped: %s", exc)
         finally:
@@ -150,23 +141,23 @@ class AppProcess:
     # -- page loads ------------------------------------------------------------------------
 
     async def _render(self, request: RenderRequest) -> AppReply:
-        self._note_activity()
+        self.lifetime.note_activity()
         self._apply_options(request["options"])
         args, kargs = request.get("init") or ([], {})
-        session = self._session(request["session"])
+        session = self.session.open(request["session"])
         async with self._lock:
             self.renderer = None  # the previous instance dies with this page load
             session.refresh()
             instance = secrets.token_urlsafe(12)
-            with self._deadline():
+            with self.lifetime.deadline():
                 renderer = HRenderer(
                     guard.created_from_url(self.tag_class),
                     js="",
                     init=(tuple(args), dict(kargs)),
                     fullerror=self.debug,
-                    statics=self._client_scripts(request["page"], instance),
+                    statics=client_scripts(request["page"], instance, self.parano),
                     session=session,
-                    exit_callback=self._request_exit,
+                    exit_callback=self.lifetime.request_exit,
                 )
                 if not isinstance(renderer.tag, self.tag_class):
                     # htag caught an exception in the app's init and put its text, unescaped
@@ -174,56 +165,25 @@ class AppProcess:
                     shown = "".join(str(child) for child in renderer.tag.childs)
                     renderer.tag.clear(html.escape(shown) if self.debug else INIT_FAILED)
                 page_html = str(renderer)
-            self._save_session()  # what init changed in place
+            self.session.save()  # what init changed in place
             renderer.sendactions = self._pusher(renderer)
             self.renderer, self.instance = renderer, instance
-        self._schedule_idle_check()
+        self.lifetime.schedule_idle_check()
         return {"kind": "page", "html": page_html, "instance": instance}
 
     def _apply_options(self, options: AppOptions) -> None:
         self.debug = bool(options.get("debug"))
-        self.timeout_interaction = float(options.get("timeout_interaction") or 0)
-        self.timeout_inactivity = float(options.get("timeout_inactivity") or 0)
+        self.lifetime.timeout_interaction = float(options.get("timeout_interaction") or 0)
+        self.lifetime.timeout_inactivity = float(options.get("timeout_inactivity") or 0)
         self.parano = self.pages.sealed_only = bool(options.get("parano"))
         rate = float(options.get("interactions_per_second") or 0)
         if rate != self.rate_limit.rate:
             self.rate_limit = limits.RateLimit(rate)
 
-    def _client_scripts(self, page: PageSettings, instance: str) -> list[Tag]:
-        client = Tag.script(
-            _src=page["client_src"],
-            _data_endpoint=page["endpoint"],
-            _data_mode=page["mode"],
-            _data_instance=instance,
-            _data_heartbeat=page.get("heartbeat", 0),
-            _data_parano="1" if self.parano else "0",
-            _data_boot=page.get("boot", ""),
-        )
-        return [client]
-
-    def _session(self, described: SessionRef) -> AppSession:
-        """This process's view of its user's session (one store connection per process)."""
-        if self.session is None or self.session.session_id != described["id"]:
-            if self.store is None:
-                self.store = open_store(described["store"])
-            self.session = AppSession(self.store, described["id"])
-        return self.session
-
-    def _save_session(self) -> str | None:
-        """Save what the app changed in its session in place; why it could not, if so."""
-        if self.session is None:
-            return None
-        try:
-            self.session.save_changes()
-        except (TypeError, SessionError) as exc:
-            logger.error("the app's session could not be saved: %s", exc)
-            return f"The session could not be saved: {exc}"
-        return None
-
     # -- interactions ----------------------------------------------------------------------
 
     async def _interact(self, request: InteractRequest, writer: asyncio.StreamWriter) -> AppReply:
-        self._note_activity()
+        self.lifetime.note_activity()
         if not self.rate_limit.allow():
             return {"kind": "limited"}
         subscriber = self.pages.subscribers.get(writer)
@@ -279,9 +239,8 @@ class AppProcess:
     async def _run(self, payload: dict[str, Any]) -> dict[str, Any]:
         """htag's interaction, between the session's refresh and its save."""
         assert self.renderer is not None
-        if self.session is not None:
-            self.session.refresh()  # see what request.session wrote meanwhile
-        with self._deadline():
+        self.session.refresh()
+        with self.lifetime.deadline():
             actions: dict[str, Any] = await self.renderer.interact(
                 payload.get("id"),
                 payload.get("method"),
@@ -289,7 +248,7 @@ class AppProcess:
                 payload.get("kargs") or {},
                 payload.get("event"),
             )
-        unsaved = self._save_session()  # what the interaction changed in place
+        unsaved = self.session.save()  # what the interaction changed in place
         if unsaved:
             actions["err"] = unsaved
         if "err" in actions and not self.debug:
@@ -299,7 +258,7 @@ class AppProcess:
     # -- connections of live pages ---------------------------------------------------------
 
     async def _attach(self, request: AttachRequest, writer: asyncio.StreamWriter) -> AppReply:
-        self._note_activity()
+        self.lifetime.note_activity()
         page = request.get("page")
         page = page if isinstance(page, str) else None
         reply: Attached = {"kind": "attached"}
@@ -350,7 +309,7 @@ class AppProcess:
         """Actions that replace the browser's page by the live instance's."""
         assert self.renderer is not None
         root = self.renderer.tag
-        with self._deadline():
+        with self.lifetime.deadline():
             body = str(root)
             scripts = "\n".join(page_scripts(root))
         return {"update": {"0": body}, "post": scripts, "instance": self.instance}
@@ -359,7 +318,7 @@ class AppProcess:
         """tag.update() for the tags of `renderer`: sent to the pages showing it."""
 
         async def push(actions: dict[str, Any]) -> bool:
-            self._save_session()  # what the code pushing changed in place
+            self.session.save()  # what the code pushing changed in place
             pages = self.pages.showing(self.instance) if renderer is self.renderer else []
             if not pages:  # no page, or an instance replaced by a page load (its task lives on)
                 return False
@@ -368,42 +327,19 @@ class AppProcess:
 
         return push
 
-    # -- lifetime --------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _deadline(self) -> Iterator[None]:
-        seconds = self.timeout_interaction
-        if seconds > 0:
-            signal.setitimer(signal.ITIMER_REAL, seconds)
-        try:
-            yield
-        finally:
-            if seconds > 0:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-
-    def _request_exit(self) -> None:
-        """tag.exit(): end the process once the current answer is sent."""
-        self._exit_requested = True
-        if not self._lock.locked():
-            self._done.set()
-
-    def _note_activity(self) -> None:
-        """Restart the inactivity clock."""
-        self._last_activity = time.monotonic()
-
-    def _schedule_idle_check(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        if self.timeout_inactivity <= 0:
-            return
-        remaining = self._last_activity + self.timeout_inactivity - time.monotonic()
-        if remaining <= 0 and not self._lock.locked():
-            logger.info("app process %s idle for %ss: ending", os.getpid(), self.timeout_inactivity)
-            self._done.set()
-            return
-        loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(max(remaining, 0.05), self._schedule_idle_check)
+def client_scripts(page: PageSettings, instance: str, parano: bool) -> list[Tag]:
+    """The script tags that put htagweb's client in a page (its settings in data-*)."""
+    client = Tag.script(
+        _src=page["client_src"],
+        _data_endpoint=page["endpoint"],
+        _data_mode=page["mode"],
+        _data_instance=instance,
+        _data_heartbeat=page.get("heartbeat", 0),
+        _data_parano="1" if parano else "0",
+        _data_boot=page.get("boot", ""),
+    )
+    return [client]
 
 
 class _WarmUp(Tag.div):

@@ -27,7 +27,7 @@ from ..wire.ipc import (
     read_frame,
     write_frame,
 )
-from ..wire.messages import AppRefJson, LaunchSpec, TemplateReport, TemplateRequest
+from ..wire.messages import LaunchSpec, TemplateReport, TemplateRequest
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Launcher:
         self.ref = ref
         self.base_spec: LaunchSpec = {
             **base_spec,
-            "app": cast(AppRefJson, ref.to_json()),
+            "app": ref.to_json(),
             "parent_pid": os.getpid(),
         }
         self.on_exit = on_exit

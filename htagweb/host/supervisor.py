@@ -181,7 +181,7 @@ class Supervisor:
     async def _dispatch(self, request: SupervisorCall) -> SupervisorReply:
         if request["op"] == "ensure":
             started = await self.processes.ensure(
-                AppRef.from_json(dict(request["app"])),
+                AppRef.from_json(request["app"]),
                 request["key"],
                 request["stale"],
                 request["client"],
@@ -194,7 +194,7 @@ class Supervisor:
                 logger.info("session rotated: ended %s app process(es)", ended)
             return {"kind": "ok"}
         if request["op"] == "prepare":
-            launcher = await self.launchers.get(AppRef.from_json(dict(request["app"])))
+            launcher = await self.launchers.get(AppRef.from_json(request["app"]))
             self.processes.replenish(launcher)
             return {"kind": "ok"}
         if request["op"] == "kill":

@@ -63,7 +63,7 @@ def prepare_interpreter(spec: LaunchSpec) -> type[Tag]:
     log_to_stderr(spec.get("log_level", logging.WARNING))
     inert.activate()
     guard.record_bindings()
-    return appref.load(appref.AppRef.from_json(dict(spec["app"])))
+    return appref.load(appref.AppRef.from_json(spec["app"]))
 
 
 class ForkServer:

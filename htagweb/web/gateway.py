@@ -1,31 +1,24 @@
-"""The local door (see htagweb.web.door): a web worker's way to its server's supervisor
-and to the users' app processes of this host.
+"""The local door (see htagweb.web.door): a web worker's way to the users' app processes
+of this host.
 
-The first worker to need the supervisor starts it (under a file lock, so workers
-racing at startup start exactly one); later workers, and workers that replace
-recycled ones, connect to the running one. Requests to app processes go straight
-to their sockets: the supervisor is only asked when a process must be created, and
-told (at most once a second per process) that pages use one, for its eviction order.
+Requests to app processes go straight to their sockets: the supervisor (see
+supervisor_client.py) is only asked when a process must be created, and told (at most
+once a second per process) that pages use one, for its eviction order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import json
 import logging
-import os
-import sys
 import time
 from collections import OrderedDict
 from typing import Any, cast
 
 from ..appref import FQN_PATTERN, AppRef
-from ..runtime import ServerDir, app_key, server_master_pid, session_owner
+from ..runtime import ServerDir, app_key, session_owner
 from ..wire.ipc import ConnectionLost, RpcClient, encode_frame, read_frame
 from ..wire.messages import (
-    AppRefJson,
     AppReply,
     AppRequest,
     ClientLimits,
@@ -33,9 +26,8 @@ from ..wire.messages import (
     InteractRequest,
     RenderRequest,
     Started,
+    SupervisorCall,
     SupervisorReply,
-    SupervisorRequest,
-    SupervisorSettings,
 )
 from .door import (
     AppConnection,
@@ -44,13 +36,12 @@ from .door import (
     AppProcessError,
     AppTimeout,
     ClientLimited,
-    SupervisorError,
     worker_deadline,
 )
+from .supervisor_client import SupervisorClient
 
 logger = logging.getLogger(__name__)
 
-SUPERVISOR_START_TIMEOUT = 30.0
 MAX_POOLED_APP_CONNECTIONS = 512
 USE_NOTICE_INTERVAL = 1.0  # seconds between two "used" notices for one process
 MAX_USE_NOTICES_KEPT = 100_000
@@ -85,11 +76,8 @@ class Gateway:
     """Implements htagweb.web.door.AppDoor for the app processes of this host."""
 
     def __init__(self, settings: dict[str, Any], timeout_interaction: float = 60) -> None:
-        self.settings = settings  # start_method, max_processes
+        self.supervisor = SupervisorClient(settings)
         self.timeout_interaction = timeout_interaction  # until a process tells its own
-        self.server_dir: ServerDir | None = None
-        self._supervisor: RpcClient | None = None
-        self._start_lock = asyncio.Lock()
         self._app_clients: OrderedDict[str, RpcClient] = OrderedDict()
         self._timeouts: dict[str, float] = {}  # each app process's timeout_interaction, as told
         self._client_pids: dict[str, int] = {}  # the process a pooled connection reaches
@@ -97,100 +85,20 @@ class Gateway:
 
     # -- supervisor ----------------------------------------------------------------------
 
+    @property
+    def server_dir(self) -> ServerDir | None:
+        return self.supervisor.server_dir
+
     async def start(self) -> ServerDir:
         """Connect to this server's supervisor, starting it if nobody has yet."""
-        async with self._start_lock:
-            if self._supervisor is not None and not self._supervisor.closed:
-                assert self.server_dir is not None
-                return self.server_dir
-            master_pid = server_master_pid()
-            server_dir = ServerDir.for_master(master_pid)
-            server_dir.create()
-            try:
-                self._supervisor = await RpcClient.connect(str(server_dir.supervisor_socket))
-            except OSError:
-                self._supervisor = await self._start_supervisor(server_dir, master_pid)
-            self.server_dir = server_dir
-            return server_dir
+        return await self.supervisor.start()
 
-    async def _start_supervisor(self, server_dir: ServerDir, master_pid: int) -> RpcClient:
-        lock_fd = os.open(server_dir.lock_file, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            await asyncio.to_thread(fcntl.flock, lock_fd, fcntl.LOCK_EX)
-            with contextlib.suppress(OSError):  # another worker started it while we waited
-                return await RpcClient.connect(str(server_dir.supervisor_socket))
-            ready_read, ready_write = os.pipe()
-            try:
-                process = await self._spawn_supervisor(server_dir, master_pid, ready_write)
-            finally:
-                os.close(ready_write)
-            try:
-                ready = await asyncio.wait_for(
-                    asyncio.to_thread(os.read, ready_read, 16), SUPERVISOR_START_TIMEOUT
-                )
-            except asyncio.TimeoutError:
-                ready = b""
-            if ready != b"ready":
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-                os.close(ready_read)  # the reading thread, if still blocked, now returns
-                raise SupervisorError(f"the supervisor did not start (code {process.returncode})")
-            os.close(ready_read)
-            logger.info("started supervisor %s for master %s", process.pid, master_pid)
-            return await RpcClient.connect(str(server_dir.supervisor_socket))
-        finally:
-            fcntl.flock(lock_fd, fcntl.LOCK_UN)
-            os.close(lock_fd)
-
-    async def _spawn_supervisor(
-        self, server_dir: ServerDir, master_pid: int, ready_fd: int
-    ) -> asyncio.subprocess.Process:
-        settings: SupervisorSettings = {
-            "start_method": self.settings["start_method"],
-            "max_processes": self.settings["max_processes"],
-            "server_dir": str(server_dir.root),
-            "master_pid": master_pid,
-            "ready_fd": ready_fd,
-            "sys_path": sys.path,
-            "cwd": os.getcwd(),
-            "log_level": logging.getLogger("htagweb").getEffectiveLevel(),
-        }
-        # The worker may import htagweb and the app through sys.path changes of its own.
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "htagweb.host.supervisor",
-            json.dumps(settings),
-            pass_fds=(ready_fd,),
-            start_new_session=True,  # terminal signals are for the server, not users' apps
-            stdin=asyncio.subprocess.DEVNULL,
-            env=environment,
-        )
-
-    async def ask_supervisor(self, request: SupervisorRequest) -> SupervisorReply:
-        for attempt in (1, 2):
-            await self.start()
-            assert self._supervisor is not None
-            try:
-                reply: SupervisorReply = await self._supervisor.call(dict(request))
-            except ConnectionLost:
-                if attempt == 2:
-                    raise SupervisorError("lost the supervisor") from None
-                continue
-            if reply["kind"] == "error":
-                raise AppProcessError(reply["error"])
-            return reply
-        raise AssertionError("unreachable")
-
-    def _notify_supervisor(self, notice: SupervisorRequest) -> None:
-        if self._supervisor is not None:
-            self._supervisor.notify(dict(notice))
+    async def ask_supervisor(self, request: SupervisorCall) -> SupervisorReply:
+        return await self.supervisor.ask(request)
 
     async def prepare(self, ref: AppRef) -> None:
         """Start the app's template now, so its first user does not wait for imports."""
-        await self.ask_supervisor({"op": "prepare", "app": _ref_json(ref)})
+        await self.ask_supervisor({"op": "prepare", "app": ref.to_json()})
 
     async def status(self) -> SupervisorReply:
         return await self.ask_supervisor({"op": "status"})
@@ -211,7 +119,7 @@ class Gateway:
         if len(self._use_noticed) >= MAX_USE_NOTICES_KEPT:
             self._use_noticed.clear()  # forgetting costs one early notice per process
         self._use_noticed[key] = now
-        self._notify_supervisor({"op": "used", "key": key, "engaged": True})
+        self.supervisor.notify({"op": "used", "key": key, "engaged": True})
 
     # -- app processes -------------------------------------------------------------------
 
@@ -231,7 +139,7 @@ class Gateway:
         reply = await self.ask_supervisor(
             {
                 "op": "ensure",
-                "app": _ref_json(ref),
+                "app": ref.to_json(),
                 "key": app_key(session_id, ref.fqn),
                 "owner": session_owner(session_id),
                 "stale": stale,
@@ -266,7 +174,7 @@ class Gateway:
             await self.kill(session_id, ref.fqn)
             raise
         finally:
-            self._notify_supervisor({"op": "loaded", "key": app_key(session_id, ref.fqn)})
+            self.supervisor.notify({"op": "loaded", "key": app_key(session_id, ref.fqn)})
 
     async def interact(
         self, session_id: str, fqn: str, request: InteractRequest | HandshakeRequest
@@ -338,10 +246,4 @@ class Gateway:
         for client in self._app_clients.values():
             client.close()
         self._app_clients.clear()
-        if self._supervisor is not None:
-            self._supervisor.close()
-            self._supervisor = None
-
-
-def _ref_json(ref: AppRef) -> AppRefJson:
-    return cast(AppRefJson, ref.to_json())
+        self.supervisor.close()

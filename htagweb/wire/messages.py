@@ -33,7 +33,7 @@ class AppRefJson(TypedDict):
     fqn: str
     module: str
     qualname: str
-    path: str | None
+    file: str | None
     version: int
 
 
