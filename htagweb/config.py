@@ -13,7 +13,6 @@ derived from it here: supervisor_settings() once per server, app_options() per p
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from collections.abc import Iterable
@@ -136,9 +135,6 @@ class Config:
     def store(self) -> SessionStore:
         assert self.session_store is not None  # resolved in __post_init__
         return self.session_store
-
-    def replace(self, **changes: Any) -> Config:
-        return dataclasses.replace(self, **changes)
 
     def supervisor_settings(self) -> dict[str, Any]:
         """What the server's supervisor is started with (one supervisor per server)."""

@@ -6,6 +6,7 @@ is tested with real servers elsewhere (tests/test_process_model.py, tests/test_a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -29,11 +30,22 @@ REF = AppRef("tests.App", "tests", "App", None, 0)
 
 
 class RecordingLauncher(Launcher):
-    """Records what the supervisor ends, instead of ending processes."""
+    """Records what the supervisor starts and ends, instead of starting and ending
+    processes: a "launched" process is a pid from 1000 up and an empty socket file."""
 
     def __init__(self) -> None:
-        super().__init__(REF, {}, lambda pid: None)
+        super().__init__(REF, {"sys_path": [], "cwd": "", "log_level": 0}, lambda pid: None)
+        self.launched: list[int] = []
         self.killed: list[int] = []
+
+    @property
+    def alive(self) -> bool:
+        return True
+
+    async def launch(self, socket_path: str) -> int:
+        Path(socket_path).touch()
+        self.launched.append(1000 + len(self.launched))
+        return self.launched[-1]
 
     def kill(self, pid: int) -> None:
         self.killed.append(pid)
@@ -171,3 +183,53 @@ def test_only_the_most_recent_pages_are_remembered():
         pages.remember(f"page{n}", 1, {})
     assert pages.answer_of("page0", 1) is None
     assert pages.answer_of(f"page{PAGES_REMEMBERED}", 1) == {"seq": 1}
+
+
+def started_with(processes: AppProcesses, launcher: RecordingLauncher) -> AppProcesses:
+    processes.launchers.current[REF.fqn] = launcher
+    processes.server_dir.create()
+    return processes
+
+
+async def settle() -> None:
+    """Let the tasks the supervisor started (refilling spares) run to their end."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def test_a_new_user_takes_a_spare_and_the_spares_are_refilled(processes):
+    launcher = RecordingLauncher()
+    processes.max_processes, processes.spares_per_app = 64, 2
+
+    async def scenario() -> None:
+        started_with(processes, launcher)
+        processes.replenish(launcher)
+        await settle()
+        assert [r.pid for r in processes.spares[REF.fqn]] == [1000, 1001]
+        record = await processes.ensure(REF, "user", stale=False, client=None, owner="o")
+        assert record.pid == 1001 and record.socket == processes.server_dir.app_socket("user")
+        assert record.socket.exists()  # the spare's socket, renamed to the user's name
+        await settle()
+        assert [r.pid for r in processes.spares[REF.fqn]] == [1000, 1002]
+        assert await processes.ensure(REF, "user", False, None, "o") is record  # no new one
+
+    asyncio.run(scenario())
+    assert launcher.killed == []
+
+
+def test_at_the_cap_a_new_user_ends_the_process_that_goes_first(processes):
+    launcher = RecordingLauncher()
+    now = time.monotonic()
+    add_process(processes, launcher, 1, "192.0.2.1", engaged_at=now - 50, used_at=now - 50)
+    add_process(processes, launcher, 2, "192.0.2.2", engaged_at=now - 90, used_at=now - 90)
+    add_process(processes, launcher, 3, "192.0.2.3", engaged_at=now, used_at=now)
+    processes.spares_per_app = 0  # a cap of 3 keeps none anyway
+
+    async def scenario() -> None:
+        started_with(processes, launcher)
+        record = await processes.ensure(REF, "new", stale=False, client=None, owner="o")
+        assert record.pid == 1000
+
+    asyncio.run(scenario())
+    assert launcher.killed == [2]  # the least recently used; the cap of 3 holds
+    assert sorted(processes.by_key) == ["key1", "key3", "new"]
