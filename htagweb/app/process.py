@@ -183,13 +183,16 @@ class AppProcess:
                 _data_parano="1" if self.parano else "0",
                 _data_boot=page.get("boot", ""),
             )
+            statics = [client]
+            if self.parano:  # before client.js, which takes what parano.js defines
+                statics.insert(0, Tag.script(_src=page["parano_src"]))
             with self._deadline():
                 renderer = HRenderer(
                     guard.created_from_url(self.tag_class),
                     js="",
                     init=(tuple(args), dict(kargs)),
                     fullerror=self.debug,
-                    statics=[client],
+                    statics=statics,
                     session=session,
                     exit_callback=self._request_exit,
                 )

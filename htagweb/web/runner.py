@@ -4,7 +4,7 @@
     POST /_/{fqn}            one interaction over HTTP
     WS   /_/{fqn}            interactions and tag.update() pushes over a WebSocket
     GET  /_/{fqn}            tag.update() pushes as Server-Sent Events (HTTP pages)
-    GET  /_htagweb/client.js the browser client
+    GET  /_htagweb/client.js the browser client (and parano.js, for parano pages: assets.py)
 
 Query parameters of the last three: i, the app instance the page shows; p, the page's
 own random id; r=1 when the page reconnects (it then gets the current tree).
@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import html
 import logging
 import os
 import secrets
 import warnings
 from collections.abc import AsyncIterator, Sequence
-from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
@@ -57,7 +55,7 @@ from ..sessions.cookie import (
     store_session,
 )
 from ..wire.protocol import MAX_INTERACTION_BYTES
-from . import events, guard, http
+from . import assets, events, guard, http
 from . import websocket as websocket_transport
 from .gateway import AppDied, AppProcessError, AppTimeout, ClientLimited, Gateway
 from .replies import MESSAGE_ENDED, MESSAGE_TIMEOUT, address_of, worker_deadline
@@ -65,8 +63,6 @@ from .shutdown import stopping_event
 
 logger = logging.getLogger(__name__)
 
-CLIENT_JS = resources.files("htagweb").joinpath("static/client.js").read_bytes()
-CLIENT_JS_VERSION = hashlib.sha256(CLIENT_JS).hexdigest()[:12]
 INTERNAL_PATHS = ("/_/", "/_htagweb/")  # htagweb's own endpoints (never read request.session)
 # Per client address, defaults that a crowd behind one proxy does not reach: past them a
 # page load gets 429, a WebSocket or event stream is refused.
@@ -173,7 +169,7 @@ class Runner(Starlette):
         super().__init__(
             debug=debug,
             routes=[
-                Route("/_htagweb/client.js", self._client_js, methods=["GET", "HEAD"]),
+                *assets.routes(),
                 Route("/_htagweb/boot", self._boot, methods=["GET"]),
                 Route("/_/{fqn}", self._interact_http, methods=["POST"]),
                 Route("/_/{fqn}", self._events, methods=["GET"]),
@@ -268,7 +264,8 @@ class Runner(Starlette):
             "op": "render",
             "init": [list(args), kargs],
             "page": {
-                "client_src": f"{root_path}/_htagweb/client.js?v={CLIENT_JS_VERSION}",
+                "client_src": assets.asset_url(root_path, "client.js"),
+                "parano_src": assets.asset_url(root_path, "parano.js"),
                 "endpoint": f"{root_path}/_/{ref.fqn}",
                 "mode": "http" if http_only else "ws",
                 "heartbeat": self.heartbeat,
@@ -341,15 +338,6 @@ class Runner(Starlette):
         if not self.boot_id:
             return PlainTextResponse("not a development server", status_code=404)
         return PlainTextResponse(self.boot_id, headers={"Cache-Control": "no-store"})
-
-    async def _client_js(self, request: Request) -> Response:
-        immutable = request.query_params.get("v") == CLIENT_JS_VERSION
-        cache = "public, max-age=31536000, immutable" if immutable else "no-cache"
-        return Response(
-            CLIENT_JS,
-            media_type="text/javascript",
-            headers={"Cache-Control": cache, "ETag": f'"{CLIENT_JS_VERSION}"'},
-        )
 
     # -- interactions ----------------------------------------------------------------
 
