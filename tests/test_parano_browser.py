@@ -127,3 +127,42 @@ def test_a_parano_http_page_proves_each_event_stream_it_opens(serve_forked, new_
     assert len(rekeyed) == 1
     assert [proof.split(".")[0] for proof in proofs] == ["1", "1", "2"]  # n per keys
     assert len(set(proofs)) == 3
+
+
+def test_only_parano_pages_load_parano_js_just_before_client_js(serve_forked, new_page):
+    server = serve_forked(COUNTER)  # "/": a plain page, "/parano": a parano one
+    scripts = """Array.from(document.scripts, (s) => s.src && new URL(s.src).pathname)
+        .filter((path) => path && path.startsWith("/_htagweb/"))"""
+    for path, expected in (("/", ["client.js"]), ("/parano", ["parano.js", "client.js"])):
+        page = new_page()  # its own context: nothing of the other page in its cache
+        sockets: list[str] = []
+        page.on("websocket", lambda socket, sockets=sockets: sockets.append(socket.url))
+        loaded: list[str] = []
+        page.on(
+            "request",
+            lambda r, loaded=loaded: "/_htagweb/" in r.url and loaded.append(urlsplit(r.url).path),
+        )
+        page.goto(server.url + path)
+        page.click(".inc")
+        expect(page.locator(".count")).to_have_text("1")
+        assert page.evaluate(scripts) == [f"/_htagweb/{name}" for name in expected], path
+        assert loaded == [f"/_htagweb/{name}" for name in expected], path
+        sealed = parse_qs(urlsplit(sockets[0]).query).get("s")
+        assert sealed == (["1"] if path == "/parano" else None), sockets
+
+
+def test_a_parano_page_without_parano_js_says_so_and_sends_nothing(serve_forked, new_page):
+    server = serve_forked(COUNTER)
+    page = new_page()
+    page.route("**/_htagweb/parano.js*", lambda route: route.abort())
+    console: list[tuple[str, str]] = []
+    page.on("console", lambda message: console.append((message.type, message.text)))
+    sent: list[str] = []
+    page.on("websocket", lambda socket: sent.append(socket.url))
+    page.on("request", lambda r: "/_/" in r.url and sent.append(r.url))
+    with page.expect_console_message(lambda message: "PYTHON ERROR" in message.text):
+        page.goto(server.url + "/parano")
+    missing = "parano mode, but parano.js did not load"
+    assert any(kind == "error" and missing in text for kind, text in console), console
+    assert any("PYTHON ERROR" in text and missing in text for _, text in console), console
+    assert sent == []

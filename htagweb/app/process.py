@@ -339,6 +339,8 @@ def client_scripts(page: PageSettings, instance: str, parano: bool) -> list[Tag]
         _data_parano="1" if parano else "0",
         _data_boot=page.get("boot", ""),
     )
+    if parano:  # before client.js, which takes what parano.js defines
+        return [Tag.script(_src=page["parano_src"]), client]
     return [client]
 
 

@@ -15,11 +15,9 @@
 // The page's actions are only ever those the server's htag renderer sent (parsed as
 // JSON, never evaluated here); htag's action() runs their scripts.
 //
-// In parano mode (data-parano="1") every interaction, answer and push is sealed with
-// AES-256-GCM under keys agreed by ECDH P-256 for each connection (WebCrypto); see
-// htagweb/app/parano.py for the protocol. A parano page applies nothing that comes unsealed
-// but the server's control messages (reload, rekey, an error's text, the key exchange),
-// and proves each new key exchange, and each event stream it opens, with its current keys.
+// In parano mode (data-parano="1") every interaction, answer and push is sealed: that is
+// parano.js, which parano pages load just before this file. Messages go out and come in
+// through a codec: the plain one here, or parano.js's sealed one.
 //
 // Settings come from this file's own <script> tag: data-endpoint, data-mode,
 // data-instance (the app instance the page shows), data-heartbeat (seconds, 0: none),
@@ -28,24 +26,33 @@
 (function () {
   "use strict";
 
+  // Shared with the server (tests/test_client_constants.py checks them against Python).
+  const CLOSE_APP_GONE = 4404; // a WebSocket's close code: the app behind the page ended
+  const CLOSE_TOO_BIG = 1009; // a WebSocket's close code: a message over the server's limit
+  const SOCKET_PING = "ping"; // the heartbeat on a WebSocket, which the server answers
+  const SOCKET_PONG = "pong";
+  const STREAM_PING = "ping"; // an event stream's event: a sign of life
+  const STREAM_ENDED = "ended"; // an event stream's event: the app ended
+  const PARAM_INSTANCE = "i"; // query parameters: the app instance the page shows,
+  const PARAM_PAGE = "p"; // the page's own random id,
+  const PARAM_REFRESH = "r"; // a reconnection, which gets the current tree,
+  const PARAM_SEALED = "s"; // parano: a WebSocket's key exchange comes first,
+  const PARAM_STREAM_PROOF = "e"; // parano: an event stream's proof
+
   const BUSY_AFTER_MS = 300;
   const BACKOFF_FIRST_MS = 250;
   const BACKOFF_CAP_MS = 10000;
   const SOCKET_TRIES_BEFORE_FALLBACK = 3; // once a WebSocket has worked on this page
+  const SILENCE_GRACE_MS = 5000; // on top of the heartbeat before a connection counts as dead
+  const RELOAD_AT_MOST_EVERY_MS = 10000;
+  const BOOT_CHECK_EVERY_MS = 200;
 
   const settings = document.currentScript.dataset;
   const endpoint = settings.endpoint;
   const heartbeatMs = Number(settings.heartbeat || 0) * 1000;
   const pageId = randomId();
-  const parano = settings.parano === "1";
 
-  let instance = settings.instance;
-  let mode = settings.mode; // "ws" or "http"; "ws" becomes "http" when it cannot work
-  let gone = false; // the app behind this page ended: the next interaction reloads
-  let connectedOnce = false; // reconnections ask for the current tree (r=1)
-  // Failed attempts since the last success: of the socket or event stream, of POSTs.
-  const attempts = { stream: 0, post: 0 };
-
+  let instance = settings.instance; // the page now shows the live one (see apply())
   const outbox = []; // {seq, text, done}: not answered yet, in order
   let lastSeq = 0;
 
@@ -58,28 +65,142 @@
   function urlOf(scheme, reconnecting, streamProof) {
     const url = new URL(endpoint, window.location.href);
     if (scheme === "ws") url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    url.searchParams.set("i", instance);
-    url.searchParams.set("p", pageId);
-    if (reconnecting) url.searchParams.set("r", "1");
-    if (parano && scheme === "ws") url.searchParams.set("s", "1"); // keys first
-    if (streamProof) url.searchParams.set("e", streamProof); // parano: an event stream
+    url.searchParams.set(PARAM_INSTANCE, instance);
+    url.searchParams.set(PARAM_PAGE, pageId);
+    if (reconnecting) url.searchParams.set(PARAM_REFRESH, "1");
+    if (codec.sealed && scheme === "ws") url.searchParams.set(PARAM_SEALED, "1");
+    if (streamProof) url.searchParams.set(PARAM_STREAM_PROOF, streamProof);
     return url.toString();
   }
 
-  function backoff(channel) {
-    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_FIRST_MS * 2 ** attempts[channel]);
-    attempts[channel] += 1;
-    return ceiling / 2 + (Math.random() * ceiling) / 2; // jitter: pages do not return in step
+  function backoff(failures) {
+    // The wait after `failures` failed attempts, with jitter: pages do not return in step.
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_FIRST_MS * 2 ** failures);
+    return ceiling / 2 + (Math.random() * ceiling) / 2;
   }
+
+  // -- the connection ------------------------------------------------------------------
+  //
+  // The page has one connection to its app at a time: a WebSocket, which carries
+  // interactions, their answers and pushes; or an event stream, which carries pushes
+  // while interactions go by POST (see pump()). Its state is one of:
+  //
+  //   idle          the page has not started
+  //   connecting    a WebSocket or an event stream (link.via) is being opened
+  //   open          it is open
+  //   backing-off   it was lost, or did not open: a timer opens one again
+  //   gone          the app behind the page ended: nothing is opened again, nothing waits
+  //                 for an answer, and the next interaction loads the page again
+  //
+  // The state changes in enter() only, called by link's methods, and only by the moves
+  // below: a handler or timer of a connection given up, firing late, changes nothing.
+  const MOVES = {
+    idle: ["connecting", "gone"], // gone: a parano page that cannot seal anything
+    // connecting again: a WebSocket refused (by a proxy, say) gives way to an event
+    // stream at once, without backing off
+    connecting: ["open", "connecting", "backing-off", "gone"],
+    // connecting again: parano over HTTP, new keys need an event stream proving them
+    open: ["connecting", "backing-off", "gone"],
+    "backing-off": ["connecting", "gone"],
+    gone: [], // for good: a new page load starts a new app
+  };
+
+  const link = {
+    state: "idle",
+    via: settings.mode, // "ws" or "http": the connection being opened, or open
+    mode: settings.mode, // interactions go on the WebSocket ("ws") or by POST ("http")
+    channel: null, // the WebSocket or EventSource being opened, or open
+    line: null, // the codec's side of that WebSocket
+    failures: 0, // attempts that failed since a connection last opened
+    everOpened: false,
+    pingSentAt: 0, // a ping not answered yet (0: none)
+    heardAt: 0, // when the event stream last spoke (the server pings it every heartbeat)
+
+    enter(state) {
+      if (!MOVES[this.state].includes(state)) return false;
+      this.state = state;
+      return true;
+    },
+
+    connect(via) {
+      if (!this.enter("connecting")) return;
+      this.via = via;
+      if (via === "ws") openSocket();
+      else openEvents();
+    },
+
+    opened(channel) {
+      if (channel !== this.channel || !this.enter("open")) return false;
+      this.everOpened = true; // from now on, connections ask for the current tree
+      this.failures = 0;
+      show();
+      if (this.via === "http" && this.mode === "ws") {
+        this.mode = "http"; // HTTP works where the WebSocket did not: HTTP from now on
+        pump(); // what waited for the WebSocket goes now
+      }
+      return true;
+    },
+
+    lost(appEnded) {
+      // The current connection closed, failed, fell silent, or could not get keys.
+      const wasOpen = this.state === "open";
+      this.channel = this.line = null;
+      if (appEnded) {
+        this.end();
+      } else if (this.via === "ws") {
+        // A socket that never opened on this page points at a proxy refusing WebSockets;
+        // one that did, at a server that is away, unless it keeps failing.
+        const refused = !this.everOpened || this.failures >= SOCKET_TRIES_BEFORE_FALLBACK;
+        if (!wasOpen && refused) this.connect("http"); // at once: HTTP may work
+        else this.backOff("ws");
+      } else if (!wasOpen && this.mode === "ws") {
+        this.backOff("ws"); // HTTP fails as well: the server is away
+      } else {
+        this.backOff("http");
+      }
+    },
+
+    backOff(via) {
+      if (!this.enter("backing-off")) return;
+      this.via = via;
+      const wait = backoff(this.failures);
+      this.failures += 1;
+      watchBoot(); // development: a server that comes back with new code reloads the page
+      show();
+      setTimeout(() => this.connect(via), wait);
+    },
+
+    reopen() {
+      // Parano over HTTP: the app asked for new keys, and its pushes come sealed with them
+      // on an event stream that proves them. No event stream: none to replace.
+      if (this.via !== "http" || !this.channel) return;
+      const old = this.channel;
+      this.channel = null;
+      old.close();
+      this.connect("http");
+    },
+
+    end() {
+      // The app behind this page ended: nothing waits for an answer or a connection now.
+      if (!this.enter("gone")) return;
+      while (outbox.length) outbox.shift().done();
+      watchBusy();
+      show();
+    },
+
+    canSend() {
+      // A WebSocket that is open, and in parano mode has its keys.
+      return this.line !== null && this.channel.readyState === WebSocket.OPEN && this.line.ready();
+    },
+  };
 
   // -- what the user sees ------------------------------------------------------------
   // Classes on <body> that apps may style: htagweb-busy (an interaction takes longer
   // than BUSY_AFTER_MS) and htagweb-reconnecting. An update of the whole page replaces
   // <body>, so they are set again after each one; the indicator lives outside <body>.
 
-  const look = { busy: false, streamDown: false, postFailing: false };
-  let busyTimer = null;
-  let indicator = null;
+  const look = { busy: false, busyTimer: null, indicator: null };
+  const posts = { running: false, failures: 0 }; // failures: since a POST last got an answer
 
   const DEFAULT_STYLE = `
 body.htagweb-busy, body.htagweb-busy * { cursor: progress !important; }
@@ -99,39 +220,36 @@ body.htagweb-busy::after {
     const style = document.createElement("style");
     style.textContent = DEFAULT_STYLE;
     document.head.prepend(style); // first, so the app's own rules win
-    indicator = document.createElement("div");
+    const indicator = document.createElement("div");
     indicator.id = "htagweb-reconnecting";
     indicator.textContent = "Reconnecting…";
     indicator.hidden = true;
     document.documentElement.appendChild(indicator);
+    look.indicator = indicator;
   }
 
   function show() {
-    const reconnecting = look.streamDown || look.postFailing;
+    const failing = link.failures > 0 || posts.failures > 0;
+    const reconnecting = failing && link.state !== "gone";
     if (document.body) {
       document.body.classList.toggle("htagweb-busy", look.busy);
       document.body.classList.toggle("htagweb-reconnecting", reconnecting);
     }
-    if (indicator) indicator.hidden = !reconnecting;
-  }
-
-  function setStreamDown(down) {
-    look.streamDown = down;
-    show();
+    if (look.indicator) look.indicator.hidden = !reconnecting;
   }
 
   function watchBusy() {
     if (outbox.length) {
-      if (!look.busy && busyTimer === null) {
-        busyTimer = setTimeout(() => {
-          busyTimer = null;
+      if (!look.busy && look.busyTimer === null) {
+        look.busyTimer = setTimeout(() => {
+          look.busyTimer = null;
           look.busy = outbox.length > 0;
           show();
         }, BUSY_AFTER_MS);
       }
     } else {
-      clearTimeout(busyTimer);
-      busyTimer = null;
+      clearTimeout(look.busyTimer);
+      look.busyTimer = null;
       if (look.busy) {
         look.busy = false;
         show();
@@ -141,26 +259,17 @@ body.htagweb-busy::after {
 
   // -- answers, pushes -----------------------------------------------------------------
 
-  function markGone() {
-    // The app behind this page ended: nothing waits for an answer or a connection now.
-    gone = true;
-    while (outbox.length) outbox.shift().done();
-    watchBusy();
-    look.streamDown = look.postFailing = false;
-    show();
-  }
-
   function reloadOnce() {
     // The app process behind this page is gone: a page load starts a fresh one. Not in a
     // loop, though: with cookies blocked, every load would meet a gone process again.
-    markGone();
+    link.end();
     let last = 0;
     try {
       last = Number(window.sessionStorage.getItem("htagweb-reload")) || 0;
     } catch (e) {
       // no storage: reload anyway, once per page
     }
-    if (Date.now() - last > 10000) {
+    if (Date.now() - last > RELOAD_AT_MOST_EVERY_MS) {
       try {
         window.sessionStorage.setItem("htagweb-reload", String(Date.now()));
       } catch (e) {
@@ -170,6 +279,11 @@ body.htagweb-busy::after {
     } else {
       apply({ err: "The app is gone. Reload the page to start it again." });
     }
+  }
+
+  function cannotSeal(text) {
+    link.end(); // no keys, no interactions: plaintext would be refused anyway
+    apply({ err: text });
   }
 
   function parsed(text) {
@@ -190,159 +304,9 @@ body.htagweb-busy::after {
     apply(message);
   }
 
-  // -- parano: sealed messages -----------------------------------------------------------
-
-  const CHANNELS = { r: 2, p: 3 }; // answers, pushes (1: interactions)
-  const encoder = new TextEncoder();
-  const decoder = new TextDecoder();
-
-  function toBase64(bytes) {
-    const all = new Uint8Array(bytes);
-    let binary = "";
-    for (let start = 0; start < all.length; start += 8192) {
-      // in slices: spreading a large message into one call overflows the stack
-      binary += String.fromCharCode(...all.subarray(start, start + 8192));
-    }
-    return btoa(binary);
-  }
-
-  function fromBase64(text) {
-    return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-  }
-
-  function nonce(channel, counter) {
-    const bytes = new Uint8Array(12);
-    const view = new DataView(bytes.buffer);
-    view.setUint32(0, channel);
-    view.setUint32(4, Math.floor(counter / 2 ** 32));
-    view.setUint32(8, counter >>> 0);
-    return bytes;
-  }
-
-  // The keys and counters of one connection. hello() gives this side's public key,
-  // agree() takes the server's; seal() and open() then work, in order.
-  class Seal {
-    async hello(prover) {
-      if (!window.crypto.subtle) throw new Error("parano mode needs https (or localhost)");
-      const curve = { name: "ECDH", namedCurve: "P-256" };
-      this.pair = await crypto.subtle.generateKey(curve, false, ["deriveBits"]);
-      this.raw = new Uint8Array(await crypto.subtle.exportKey("raw", this.pair.publicKey));
-      const key = toBase64(this.raw);
-      // A page that has keys proves it holds them: its page id alone gets no one new keys.
-      return prover ? key + "." + (await prover.prove(this.raw)) : key;
-    }
-
-    async agree(serverHello) {
-      const serverRaw = fromBase64(serverHello);
-      const curve = { name: "ECDH", namedCurve: "P-256" };
-      const serverKey = await crypto.subtle.importKey("raw", serverRaw, curve, false, []);
-      const shared = await crypto.subtle.deriveBits(
-        { name: "ECDH", public: serverKey }, this.pair.privateKey, 256);
-      const base = await crypto.subtle.importKey("raw", shared, "HKDF", false, ["deriveBits"]);
-      const salt = new Uint8Array(this.raw.length + serverRaw.length);
-      salt.set(this.raw);
-      salt.set(serverRaw, this.raw.length);
-      const info = encoder.encode("htagweb parano v1");
-      const bits = new Uint8Array(await crypto.subtle.deriveBits(
-        { name: "HKDF", hash: "SHA-256", salt, info }, base, 768));
-      const aes = (bytes, use) => crypto.subtle.importKey("raw", bytes, "AES-GCM", false, [use]);
-      this.toServer = await aes(bits.slice(0, 32), "encrypt");
-      this.fromServer = await aes(bits.slice(32, 64), "decrypt");
-      this.proofKey = await crypto.subtle.importKey(
-        "raw", bits.slice(64), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-      this.sent = 0;
-      this.received = { r: 0, p: 0 };
-      this.streams = 0; // event streams opened with these keys
-    }
-
-    async streamProof() {
-      // An event stream's "n.proof": the app takes each n once, in increasing order, so a
-      // stream's URL read on the way and opened again gets no pushes of this page.
-      this.streams += 1;
-      const n = this.streams;
-      const data = encoder.encode("htagweb parano v1 stream" + n);
-      return n + "." + toBase64(await crypto.subtle.sign("HMAC", this.proofKey, data));
-    }
-
-    async prove(raw) {
-      // The next key exchange's public key, signed with these keys (no counter involved).
-      const label = encoder.encode("htagweb parano v1 proof");
-      const data = new Uint8Array(label.length + raw.length);
-      data.set(label);
-      data.set(raw, label.length);
-      return toBase64(await crypto.subtle.sign("HMAC", this.proofKey, data));
-    }
-
-    async seal(text) {
-      this.sent += 1;
-      const c = this.sent;
-      const data = await crypto.subtle.encrypt(
-        { name: "AES-GCM", iv: nonce(1, c) }, this.toServer, encoder.encode(text));
-      return JSON.stringify({ c, d: toBase64(data) });
-    }
-
-    async open(message) {
-      const ch = message.ch;
-      if (!(ch in CHANNELS) || message.c !== this.received[ch] + 1) {
-        throw new Error("a sealed message out of order");
-      }
-      const plain = await crypto.subtle.decrypt(
-        { name: "AES-GCM", iv: nonce(CHANNELS[ch], message.c) }, this.fromServer,
-        fromBase64(message.d));
-      this.received[ch] = message.c;
-      return JSON.parse(decoder.decode(plain));
-    }
-  }
-
-  function cannotSeal(error) {
-    markGone(); // no keys, no interactions: plaintext would be refused anyway
-    apply({ err: error.message });
-  }
-
-  // The keys this page last agreed on with its app, over either transport: they prove the
-  // next key exchange.
-  let pageSeal = null;
-
-  // The app seals every action it sends. What comes unsealed is applied only as one of the
-  // server's control messages, rebuilt from its known fields (an error is only ever text
-  // to show); anything else was added on the way and is dropped.
-  let droppedOnce = false;
-
-  function controlOf(message) {
-    if (message.reload === true) return { reload: true };
-    if (message.rekey === true) return { rekey: true };
-    if (typeof message.err === "string") return { err: message.err };
-    if (!droppedOnce) {
-      droppedOnce = true;
-      apply({ err: "an unsealed message was dropped (parano mode)" });
-    }
-    return null;
-  }
-
-  // Messages are opened one after the other (WebCrypto is asynchronous), in arrival order.
-  let opening = Promise.resolve();
-
-  function receiveFrom(seal, message) {
-    opening = opening.then(async () => {
-      if (!message.d) {
-        const control = controlOf(message);
-        if (control) receive(control);
-        return;
-      }
-      let actions;
-      try {
-        actions = await seal.open(message);
-      } catch (e) {
-        actions = { err: "a sealed message was refused: " + e.message };
-      }
-      receive(actions);
-    });
-    return opening;
-  }
-
   function apply(actions) {
     if (actions.reload) {
-      if (!gone) reloadOnce();
+      if (link.state !== "gone") reloadOnce();
       return;
     }
     if (actions.instance) instance = actions.instance; // the page now shows the live one
@@ -356,7 +320,7 @@ body.htagweb-busy::after {
   }
 
   window.interact = function (payload) {
-    if (gone) {
+    if (link.state === "gone") {
       reloadOnce();
       return Promise.resolve();
     }
@@ -366,291 +330,121 @@ body.htagweb-busy::after {
       const item = { seq, text: JSON.stringify(Object.assign({}, payload, { seq })), done: resolve };
       outbox.push(item);
       watchBusy();
-      if (mode === "http") {
-        pump();
-      } else if (socket && socket.readyState === WebSocket.OPEN && (!parano || socketSeal)) {
-        sendOnSocket(socket, item);
-      } // else it is sent when the socket opens again
+      if (link.mode === "http") pump();
+      else if (link.canSend()) link.line.send(item);
+      // else it is sent when the socket opens again
     });
   };
 
   // -- WebSocket -----------------------------------------------------------------------
 
-  let socket = null;
-  let socketSeal = null; // parano: the open socket's keys, once agreed
-  let sealing = Promise.resolve();
-  let pingSentAt = 0; // a ping not answered yet (0: none)
-
-  function sendOnSocket(ws, item) {
-    if (!parano) {
-      ws.send(item.text);
-      return;
-    }
-    const seal = socketSeal;
-    sealing = sealing.then(async () => {
-      try {
-        const text = await seal.seal(item.text);
-        if (socket === ws) ws.send(text);
-      } catch (e) {
-        apply({ err: "an interaction could not be sealed: " + e.message });
-      }
-    });
-  }
-
   function openSocket() {
-    if (gone) return;
-    const ws = new WebSocket(urlOf("ws", connectedOnce));
-    const seal = parano ? new Seal() : null;
-    let opened = false;
-    let helloHeard = false; // parano: this socket's one key exchange
-    socket = ws;
+    const ws = new WebSocket(urlOf("ws", link.everOpened));
+    const line = codec.line(ws);
+    link.channel = ws;
+    link.line = line;
     ws.onopen = function () {
-      opened = connectedOnce = true;
-      attempts.stream = 0;
-      pingSentAt = 0;
-      setStreamDown(false);
-      if (seal) {
-        seal.hello(pageSeal).then((hello) => ws.send(JSON.stringify({ hello })), cannotSeal);
-      } else {
-        for (const item of outbox) ws.send(item.text);
-      }
+      if (!link.opened(ws)) return;
+      link.pingSentAt = 0;
+      line.opened(); // the outbox goes (parano: keys first)
     };
     ws.onmessage = function (event) {
-      pingSentAt = 0; // anything heard answers the ping
-      if (event.data === "pong") return;
-      const message = parsed(event.data) || {}; // {}: dropped below (parano), or ignored
-      if (!seal) {
-        receive(message);
-        return;
-      }
-      if (!helloHeard && typeof message.hello === "string" && !message.rekey) {
-        helloHeard = true;
-        opening = opening.then(async () => {
-          try {
-            await seal.agree(message.hello);
-          } catch (e) {
-            apply({ err: "the key exchange failed: " + e.message });
-            ws.close();
-            return;
-          }
-          if (socket !== ws) return; // a later socket proves with the keys it had
-          socketSeal = pageSeal = seal;
-          for (const item of outbox) sendOnSocket(ws, item);
-        });
-        if (message.d) receiveFrom(seal, message); // the current tree, with the new keys
-        return;
-      }
-      if (!message.d && message.rekey === true) {
-        ws.close(); // keys out of step: the next socket agrees on new ones, resends the rest
-        return;
-      }
-      receiveFrom(seal, message); // sealed, or unsealed: a control message or dropped
+      link.pingSentAt = 0; // anything heard answers the ping
+      if (event.data === SOCKET_PONG) return;
+      line.received(parsed(event.data) || {}); // {}: dropped (parano), or ignored
     };
     ws.onclose = function (event) {
-      if (socket === ws) socketLost(event.code, opened);
+      if (ws !== link.channel) return;
+      if (event.code === CLOSE_TOO_BIG && outbox.length) {
+        outbox.shift().done(); // too big for the server: sending it again would not help
+        watchBusy();
+        apply({ err: "This interaction is too large for the server." });
+      }
+      link.lost(event.code === CLOSE_APP_GONE); // or the server sent "reload" first
     };
-  }
-
-  function socketLost(code, opened) {
-    socket = null;
-    socketSeal = null;
-    if (code === 4404 || gone) {
-      markGone(); // the app ended (or the server sent "reload" first)
-      return;
-    }
-    if (code === 1009 && outbox.length) {
-      outbox.shift().done(); // too big for the server: sending it again would not help
-      watchBusy();
-      apply({ err: "This interaction is too large for the server." });
-    }
-    // A socket that never opened on this page points at a proxy refusing WebSockets; one
-    // that did, at a server that is away, unless it keeps failing.
-    if (!opened && (!connectedOnce || attempts.stream >= SOCKET_TRIES_BEFORE_FALLBACK)) {
-      openEvents(); // if HTTP works where the WebSocket does not, use HTTP from now on
-    } else {
-      retryLater(openSocket);
-    }
-  }
-
-  function retryLater(connect) {
-    watchBoot();
-    setStreamDown(true);
-    setTimeout(connect, backoff("stream"));
   }
 
   function beat() {
     // Timers of hidden tabs may run once a minute: only a ping left unanswered for a whole
     // period means a dead connection.
     const now = Date.now();
-    const silent = pingSentAt && now - pingSentAt > Math.max(heartbeatMs, 5000);
-    if (socket && socket.readyState === WebSocket.OPEN) {
-      if (silent) {
-        const dead = socket; // it died without a close: replace it
-        socketLost(1006, true);
-        dead.close();
+    const ws = link.via === "ws" ? link.channel : null;
+    const events = link.via === "http" ? link.channel : null;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      if (link.pingSentAt && now - link.pingSentAt > Math.max(heartbeatMs, SILENCE_GRACE_MS)) {
+        link.lost(false); // it died without a close: replace it
+        ws.close();
       } else {
-        if (!pingSentAt) pingSentAt = now;
-        socket.send("ping");
+        if (!link.pingSentAt) link.pingSentAt = now;
+        ws.send(SOCKET_PING);
       }
-    } else if (events && eventsHeardAt && now - eventsHeardAt > 2 * heartbeatMs + 5000) {
-      const dead = events; // the server's pings stopped: the stream died silently
-      events = null;
-      dead.close();
-      eventsFailed(true);
+    } else if (events && link.heardAt && now - link.heardAt > 2 * heartbeatMs + SILENCE_GRACE_MS) {
+      link.lost(false); // the server's pings stopped: the stream died silently
+      events.close();
     }
   }
 
   // -- HTTP: POST for interactions, Server-Sent Events for pushes ----------------------
 
-  let events = null;
-  let eventsHeardAt = 0; // the server pings the stream every heartbeat
-  let posting = false;
-  let httpSeal = null; // parano: the keys agreed with the app for this page
-  let agreeing = null;
-
-  function agreeOverHttp() {
-    // Resolves to the page's keys, or null when the server could not be reached.
-    if (!agreeing) {
-      agreeing = (async () => {
-        const seal = new Seal();
-        let hello;
-        try {
-          hello = await seal.hello(pageSeal);
-        } catch (e) {
-          cannotSeal(e);
-          return null;
-        }
-        const answer = await post(JSON.stringify({ hello }));
-        if (answer && typeof answer.hello === "string") {
-          try {
-            await seal.agree(answer.hello);
-          } catch (e) {
-            apply({ err: "the key exchange failed: " + e.message });
-            return null;
-          }
-          httpSeal = pageSeal = seal;
-          return seal;
-        }
-        const control = answer && controlOf(answer);
-        if (control) receive(control); // reload, or an error
-        return null;
-      })().finally(() => {
-        agreeing = null;
-      });
-    }
-    return agreeing;
-  }
-
   async function openEvents() {
-    if (gone) return;
-    // Parano: keys first, then the stream proves with them that this page opens it.
-    const seal = parano ? httpSeal || (await agreeOverHttp()) : null;
-    if (parano && !seal) {
-      eventsFailed(false);
+    const proof = await codec.streamProof(); // parano: keys first, and a proof of them
+    if (link.state !== "connecting") return; // the app ended meanwhile
+    if (proof === null) {
+      link.lost(false); // no keys: as good as a stream that did not open
       return;
     }
-    const proof = seal ? await seal.streamProof() : null;
-    const source = new EventSource(urlOf("http", connectedOnce, proof));
-    let opened = false;
-    events = source;
+    const source = new EventSource(urlOf("http", link.everOpened, proof));
+    link.channel = source;
     source.onopen = function () {
-      opened = connectedOnce = true;
-      attempts.stream = 0;
-      eventsHeardAt = Date.now();
-      setStreamDown(false);
-      if (mode !== "http") {
-        mode = "http";
-        pump(); // what waited for the WebSocket goes now
-      }
+      if (link.opened(source)) link.heardAt = Date.now();
     };
-    source.addEventListener("ping", function () {
-      eventsHeardAt = Date.now();
+    source.addEventListener(STREAM_PING, function () {
+      link.heardAt = Date.now();
     });
     source.onmessage = function (event) {
-      eventsHeardAt = Date.now();
+      link.heardAt = Date.now();
       const message = parsed(event.data);
-      if (!message) return; // not from htagweb
-      if (parano) receiveFrom(httpSeal, message); // sealed, or a control message, or dropped
-      else receive(message);
+      if (message) codec.pushed(message); // else: not from htagweb
     };
-    source.addEventListener("ended", function () {
+    source.addEventListener(STREAM_ENDED, function () {
       source.close();
-      markGone(); // the app ended: no reconnection
+      link.end(); // the app ended: no reconnection
     });
     source.onerror = function () {
       source.close(); // reconnections are ours, with backoff
-      if (events !== source || gone) return;
-      events = null;
-      eventsFailed(opened);
+      if (source === link.channel) link.lost(false);
     };
   }
 
-  function reopenEvents() {
-    if (!events) return; // not open: it agrees when it opens
-    const current = events;
-    events = null;
-    current.close();
-    openEvents();
-  }
-
-  function eventsFailed(opened) {
-    if (!opened && mode === "ws") {
-      retryLater(openSocket); // HTTP fails as well: the server is away
-    } else {
-      retryLater(openEvents);
-    }
-  }
-
   async function pump() {
-    if (posting) return;
-    posting = true;
+    // One POST at a time, the first interaction of the outbox until it is answered.
+    if (posts.running) return;
+    posts.running = true;
     try {
-      while (outbox.length && !gone) {
+      while (outbox.length && link.state !== "gone") {
         const item = outbox[0];
-        let answer = null;
-        if (!parano) {
-          answer = await post(item.text);
-        } else if (httpSeal || (await agreeOverHttp())) {
-          if (item.sealedBy !== httpSeal) {
-            // Sealed once per key: sent again after a lost answer, it is the same message.
-            item.sealed = await httpSeal.seal(item.text);
-            item.sealedBy = httpSeal;
-          }
-          answer = await post(item.sealed);
-        }
-        if (answer !== null && parano && !answer.d) {
-          // Unsealed: a control message, or something added on the way, dropped: then the
-          // same sealed message goes again, and the app sends its sealed answer again.
-          answer = controlOf(answer);
-        }
+        const answer = await codec.post(item);
         if (answer === null) {
-          look.postFailing = true; // not delivered (or no answer): sent again
+          // Not delivered, or no answer: sent again.
+          const wait = backoff(posts.failures);
+          posts.failures += 1;
           show();
-          await new Promise((resolve) => setTimeout(resolve, backoff("post")));
+          await new Promise((resolve) => setTimeout(resolve, wait));
           continue;
         }
-        attempts.post = 0;
-        look.postFailing = false;
+        posts.failures = 0;
         if (answer.rekey) {
-          httpSeal = null; // the app lost this page's keys, or they went out of step
-          reopenEvents(); // its pushes come sealed with the new keys
+          link.reopen(); // parano: new keys for the next POST, and for the pushes
           continue;
         }
-        if (parano && answer.d) {
-          await receiveFrom(httpSeal, answer);
-        } else {
-          // Not sealed: refused on the way (a limit), so the server never opened it and
-          // its counter went unused. New keys (proven with these) put both sides in step.
-          if (parano) httpSeal = null;
-          receive(answer);
-        }
+        await codec.answered(answer);
         if (outbox[0] === item) {
           outbox.shift().done(); // answers from a proxy, or a 429, carry no number
           watchBusy();
         }
       }
     } finally {
-      posting = false;
+      posts.running = false;
     }
   }
 
@@ -672,6 +466,55 @@ body.htagweb-busy::after {
     }
   }
 
+  // -- codecs ---------------------------------------------------------------------------
+  // How interactions go out and messages come in. sealed: a WebSocket's first message is
+  // a key exchange. line(ws): one WebSocket's side, {opened(), received(message), ready(),
+  // send(item)}. streamProof(): resolves to what an event stream's URL proves ("": no
+  // proof, null: no keys, no stream). pushed(message): a message of the event stream.
+  // post(item): resolves to the answer to a POST, or null to send it again later.
+  // answered(answer): takes that answer in.
+
+  const plainCodec = {
+    sealed: false,
+    line(ws) {
+      return {
+        opened() {
+          for (const item of outbox) ws.send(item.text);
+        },
+        received: receive,
+        ready: () => true,
+        send(item) {
+          ws.send(item.text);
+        },
+      };
+    },
+    streamProof: () => Promise.resolve(""),
+    pushed: receive,
+    post: (item) => post(item.text),
+    answered: (answer) => Promise.resolve(receive(answer)),
+  };
+
+  const PARANO_MISSING = "parano mode, but parano.js did not load: nothing can be sealed";
+  const codec = codecOf(settings.parano === "1", window.htagwebParano);
+
+  function codecOf(parano, paranoModule) {
+    // parano.js ran before this file, if it loaded: what it defined is taken now, once.
+    if (!parano) return plainCodec;
+    if (!paranoModule) {
+      console.error("htagweb: " + PARANO_MISSING);
+      link.end(); // plaintext would be refused: the page says why once it has started
+      return null;
+    }
+    return paranoModule.codec({
+      post,
+      receive,
+      apply,
+      cannotSeal,
+      outbox,
+      isCurrent: (ws) => link.channel === ws,
+    });
+  }
+
   // -- development: reload when the server was restarted with new code ---------------
 
   let watchingBoot = false;
@@ -691,7 +534,7 @@ body.htagweb-busy::after {
       } catch (e) {
         // the server is restarting
       }
-      setTimeout(check, 200);
+      setTimeout(check, BOOT_CHECK_EVERY_MS);
     };
     check();
   }
@@ -699,8 +542,11 @@ body.htagweb-busy::after {
   window.addEventListener("DOMContentLoaded", function () {
     createIndicator();
     window.start();
-    if (mode === "ws") openSocket();
-    else openEvents();
+    if (!codec) {
+      cannotSeal(PARANO_MISSING);
+      return;
+    }
+    link.connect(link.mode);
     if (heartbeatMs > 0) setInterval(beat, heartbeatMs);
   });
 })();

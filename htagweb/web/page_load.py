@@ -17,6 +17,7 @@ from ..sessions.cookie import (
     store_session,
 )
 from ..wire.messages import AppOptions, ClientLimits, PageSettings, RenderRequest
+from .assets import asset_url
 from .door import AppDied, AppProcessError, ClientLimited
 from .pages import error_page
 from .replies import MESSAGE_ENDED, MESSAGE_TIMEOUT, address_of
@@ -65,7 +66,8 @@ def page_settings(runner: Runner, request: Request, ref: AppRef, http_only: bool
     """What the page's client script is told."""
     root_path = request.scope.get("root_path", "")
     return {
-        "client_src": runner.client_src(root_path),
+        "client_src": asset_url(root_path, "client.js"),
+        "parano_src": asset_url(root_path, "parano.js"),
         "endpoint": f"{root_path}/_/{ref.fqn}",
         "mode": "http" if http_only else "ws",
         "heartbeat": runner.config.heartbeat,

@@ -4,7 +4,7 @@
     POST /_/{fqn}            one interaction over HTTP
     WS   /_/{fqn}            interactions and tag.update() pushes over a WebSocket
     GET  /_/{fqn}            tag.update() pushes as Server-Sent Events (HTTP pages)
-    GET  /_htagweb/client.js the browser client
+    GET  /_htagweb/client.js the browser client (and parano.js, for parano pages: assets.py)
 
 Query parameters of the last three: i, the app instance the page shows; p, the page's
 own random id; r=1 when the page reconnects (it then gets the current tree).
@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
 import warnings
 from collections.abc import AsyncIterator
-from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
@@ -42,7 +40,7 @@ from ..appref import FQN_PATTERN, AppRef
 from ..config import Config, one_supervisor
 from ..sessions import SessionStore
 from ..sessions.cookie import SessionCookie, SessionMiddleware, load_or_create_secret
-from . import events, guard, http
+from . import assets, events, guard, http
 from . import websocket as websocket_transport
 from .door import AppDoor, AppProcessError
 from .gateway import Gateway
@@ -52,8 +50,6 @@ from .shutdown import stopping_event
 
 logger = logging.getLogger(__name__)
 
-CLIENT_JS = resources.files("htagweb").joinpath("static/client.js").read_bytes()
-CLIENT_JS_VERSION = hashlib.sha256(CLIENT_JS).hexdigest()[:12]
 INTERNAL_PATHS = ("/_/", "/_htagweb/")  # htagweb's own endpoints (never read request.session)
 
 
@@ -132,7 +128,7 @@ class Runner(Starlette):
 
     def _internal_routes(self) -> list[BaseRoute]:
         return [
-            Route("/_htagweb/client.js", self._client_js, methods=["GET", "HEAD"]),
+            *assets.routes(),
             Route(BOOT_PATH, boot_handler(self.boot_id), methods=["GET"]),
             Route("/_/{fqn}", self._interact_http, methods=["POST"]),
             Route("/_/{fqn}", self._events, methods=["GET"]),
@@ -210,24 +206,12 @@ class Runner(Starlette):
         )
         return await self.handle(request, obj)
 
-    def client_src(self, root_path: str) -> str:
-        return f"{root_path}/_htagweb/client.js?v={CLIENT_JS_VERSION}"
-
     async def _session_rotated(self, session_id: str) -> None:
         """A session's cookie was rotated: what the old cookie opened is cut off."""
         try:
             await self.door.end_session(session_id)
         except AppProcessError as exc:
             logger.error("could not end the apps of a rotated session: %s", exc)
-
-    async def _client_js(self, request: Request) -> Response:
-        immutable = request.query_params.get("v") == CLIENT_JS_VERSION
-        cache = "public, max-age=31536000, immutable" if immutable else "no-cache"
-        return Response(
-            CLIENT_JS,
-            media_type="text/javascript",
-            headers={"Cache-Control": cache, "ETag": f'"{CLIENT_JS_VERSION}"'},
-        )
 
     # -- interactions ----------------------------------------------------------------
 
