@@ -74,7 +74,8 @@ class Config:
     timeout_inactivity: float = 0
     start_method: str | None = None  # None: HTAGWEB_START_METHOD, else "fork"
     max_processes: int | None = None  # None: from the memory available
-    secret_key: str | bytes | None = None  # None: HTAGWEB_SECRET_KEY, else one kept on disk
+    # None: HTAGWEB_SECRET_KEY, else one kept on disk; never shown in a repr (logs, tracebacks)
+    secret_key: str | bytes | None = field(default=None, repr=False)
     session_cookie: str = "session"
     session_cookie_path: str = "/"
     session_store: SessionStore | None = None  # None: SQLite in state_dir
@@ -103,6 +104,10 @@ class Config:
             ),
             heartbeat=_at_least_zero("heartbeat", self.heartbeat),
             max_message_bytes=int(self.max_message_bytes),
+            max_processes_per_ip=int(self.max_processes_per_ip),
+            new_sessions_per_ip=float(self.new_sessions_per_ip),
+            max_connections_per_session=int(self.max_connections_per_session),
+            max_connections_per_ip=int(self.max_connections_per_ip),
         )
         if resolved["start_method"] not in START_METHODS:
             raise ValueError(

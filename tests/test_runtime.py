@@ -103,3 +103,19 @@ def test_runners_of_one_server_must_agree_on_their_supervisor(monkeypatch, tmp_p
         Runner(max_processes=first.config.max_processes + 1)
     with pytest.raises(ValueError, match="start_method"):
         Runner(start_method="spawn")
+
+
+def test_the_secret_key_never_shows_in_the_config(monkeypatch, tmp_path):
+    monkeypatch.setenv("HTAGWEB_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("HTAGWEB_SECRET_KEY", "from-the-environment")
+    assert "from-the-environment" not in repr(Config())
+    assert "given-as-argument" not in repr(Config(secret_key="given-as-argument"))
+    assert Config().secret_key == "from-the-environment"  # read, just not shown
+
+
+def test_a_misspelt_runner_option_is_named(monkeypatch, tmp_path):
+    from htagweb import Runner
+
+    monkeypatch.setenv("HTAGWEB_STATE_DIR", str(tmp_path))
+    with pytest.raises(TypeError, match="unknown options: max_procesess"):
+        Runner(max_procesess=3)

@@ -153,9 +153,10 @@ def test_per_address_admission(processes):
     limits: dict[str, Any] = {"ip": "192.0.2.1", "max_processes": 2}
     admission = processes.admission
     admission.admit_new_process(limits)  # one live: a second may start
-    admission.start("192.0.2.1")  # one more being forked counts as well
-    with pytest.raises(LimitReached, match="too many apps"):
+    # One more being forked counts as well.
+    with admission.forking("192.0.2.1"), pytest.raises(LimitReached, match="too many apps"):
         admission.admit_new_process(limits)
+    admission.admit_new_process(limits)  # forked and ended: a second may start again
     sessions: Any = {"ip": "192.0.2.9", "new_sessions_per_minute": 3}
     for _ in range(3):  # a whole minute's worth at once
         admission.admit_new_session(sessions)
@@ -233,3 +234,10 @@ def test_at_the_cap_a_new_user_ends_the_process_that_goes_first(processes):
     asyncio.run(scenario())
     assert launcher.killed == [2]  # the least recently used; the cap of 3 holds
     assert sorted(processes.by_key) == ["key1", "key3", "new"]
+
+
+def test_a_malformed_notice_is_logged_and_the_worker_keeps_its_connection(tmp_path, caplog):
+    settings: Any = {"max_processes": 3, "sys_path": [], "cwd": str(tmp_path)}
+    supervisor = Supervisor(ServerDir(tmp_path / "server"), os.getpid(), settings)
+    supervisor._take_notice({"op": "used"})  # type: ignore[typeddict-item]  # no key
+    assert "supervisor notice 'used' failed" in caplog.text

@@ -127,6 +127,8 @@ class AppProcess:
     async def _dispatch(self, message: Any, writer: asyncio.StreamWriter) -> AppReply:
         if not isinstance(message, dict):
             return {"kind": "error", "error": "a request must be a JSON object"}
+        if message.get("op") not in ("interact", "render", "attach", "handshake"):
+            return {"kind": "error", "error": f"unknown op {message.get('op')!r}"}
         request = cast(AppRequest, message)
         if request["op"] == "interact":
             return await self._interact(request, writer)
@@ -134,9 +136,7 @@ class AppProcess:
             return await self._render(request)
         if request["op"] == "attach":
             return await self._attach(request, writer)
-        if request["op"] == "handshake":
-            return self._handshake(request.get("page"), request.get("hello"))
-        return {"kind": "error", "error": f"unknown op {request.get('op')!r}"}
+        return self._handshake(request.get("page"), request.get("hello"))
 
     # -- page loads ------------------------------------------------------------------------
 

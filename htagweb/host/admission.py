@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ..limits import RateLimit
 from ..wire.messages import ClientLimits
@@ -57,10 +58,13 @@ class Admission:
             logger.warning("refused a new app process for %s: %s live already", ip, limit)
             raise LimitReached("too many apps open from this address")
 
-    def start(self, address: str) -> None:
+    @contextlib.contextmanager
+    def forking(self, address: str) -> Iterator[None]:
+        """A process for `address` is being forked: it counts toward its limit already."""
         self.starting[address] += 1
-
-    def started(self, address: str) -> None:
-        self.starting[address] -= 1
-        if not self.starting[address]:
-            del self.starting[address]
+        try:
+            yield
+        finally:
+            self.starting[address] -= 1
+            if not self.starting[address]:
+                del self.starting[address]

@@ -213,7 +213,6 @@ class SpawnLauncher(Launcher):
             **self.base_spec,
             "listen_fd": listener.fileno(),
             "ready_fd": ready_write,
-            "socket": socket_path,
         }
         try:
             process = await _run_python(

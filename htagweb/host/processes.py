@@ -97,11 +97,8 @@ class AppProcesses:
             address = client["ip"] if client else ""
             if client:
                 self.admission.admit_new_process(client)
-            self.admission.start(address)
-            try:
+            with self.admission.forking(address):
                 return await self._start(ref, key, address, owner)
-            finally:
-                self.admission.started(address)
 
     async def _start(self, ref: AppRef, key: str, address: str, owner: str) -> AppProcessRecord:
         """A process for `key`: a spare taken over, or a new fork (under the key's lock)."""

@@ -41,8 +41,8 @@ from ..runtime import ServerDir, log_to_stderr, process_alive, remove_stale_serv
 from ..wire.ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
 from ..wire.messages import (
     SupervisorCall,
+    SupervisorNotice,
     SupervisorReply,
-    SupervisorRequest,
     SupervisorSettings,
 )
 from .admission import LimitReached
@@ -150,17 +150,23 @@ class Supervisor:
             while (message := await read_frame(reader)) is not None:
                 if not isinstance(message, dict):
                     raise FrameError("a request is a JSON object")
-                request = cast(SupervisorRequest, message)
-                if request["op"] == "loaded":  # notices: nothing to answer
-                    self.processes.page_loaded(request["key"])
-                elif request["op"] == "used":
-                    self.processes.note_use(request["key"], request["engaged"])
+                if message.get("op") in ("loaded", "used"):  # nothing to answer
+                    self._take_notice(cast(SupervisorNotice, message))
                 else:
-                    self._spawn_task(self._answer(cast(SupervisorCall, request), writer))
+                    self._spawn_task(self._answer(cast(SupervisorCall, message), writer))
         except (FrameError, ConnectionError) as exc:
             logger.debug("worker connection dropped: %s", exc)
         finally:
             writer.close()
+
+    def _take_notice(self, notice: SupervisorNotice) -> None:
+        try:
+            if notice["op"] == "loaded":
+                self.processes.page_loaded(notice["key"])
+            else:
+                self.processes.note_use(notice["key"], bool(notice["engaged"]))
+        except Exception:  # a notice is a hint: the worker's connection stays
+            logger.exception("supervisor notice %r failed", notice.get("op"))
 
     async def _answer(self, request: SupervisorCall, writer: asyncio.StreamWriter) -> None:
         try:

@@ -82,6 +82,10 @@ class AppConnection(abc.ABC):
 
 
 class AppDoor(Protocol):
+    async def start(self) -> object:
+        """Be ready to reach app processes (SupervisorError if that cannot be)."""
+        ...
+
     async def render(
         self, ref: AppRef, session_id: str, request: RenderRequest, client: ClientLimits | None
     ) -> AppReply:

@@ -35,6 +35,7 @@ async def serve(runner: Runner, request: Request) -> Response:
         return PlainTextResponse(refused[1], status_code=refused[0])
     session_id = request.scope[SESSION_SCOPE_KEY]
     address = address_of(request)
+    await runner.door.start()  # before the response starts: a failure is still a 500
     too_many = runner.connections.open(session_id, address)
     if too_many:
         logger.warning("refused an event stream: %s", too_many)

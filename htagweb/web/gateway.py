@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, cast
 
 from ..appref import FQN_PATTERN, AppRef
@@ -25,7 +26,6 @@ from ..wire.messages import (
     HandshakeRequest,
     InteractRequest,
     RenderRequest,
-    Started,
     SupervisorCall,
     SupervisorReply,
 )
@@ -44,22 +44,25 @@ logger = logging.getLogger(__name__)
 
 MAX_POOLED_APP_CONNECTIONS = 512
 USE_NOTICE_INTERVAL = 1.0  # seconds between two "used" notices for one process
-MAX_USE_NOTICES_KEPT = 100_000
+USE_NOTICES_PRUNED_AT = 10_000  # entries kept before those older than the interval go
 
 
 class LocalConnection(AppConnection):
     """A page's connection to an app process of this host, over its Unix socket."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, on_interaction: Any
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_use: Callable[[], None],
     ) -> None:
         self._reader = reader
         self._writer = writer
-        self._on_interaction = on_interaction
+        self._on_use = on_use  # the page engaged with its process: tell the supervisor
 
     def send(self, request: AppRequest) -> None:
         if request["op"] in ("interact", "attach"):
-            self._on_interaction()
+            self._on_use()
         self._writer.write(encode_frame(request))
 
     async def drain(self) -> None:
@@ -73,7 +76,13 @@ class LocalConnection(AppConnection):
 
 
 class Gateway:
-    """Implements htagweb.web.door.AppDoor for the app processes of this host."""
+    """The door (htagweb.web.door.AppDoor) to the app processes of this host.
+
+    Page loads ask the supervisor for the user's process (ensure), then render over a
+    pooled connection to its socket; HTTP interactions use the same pooled connections;
+    WebSocket pages and event streams get a connection of their own (connect). Which
+    socket serves a user is a hash of the session id and the app (runtime.app_key).
+    """
 
     def __init__(self, settings: dict[str, Any], timeout_interaction: float = 60) -> None:
         self.supervisor = SupervisorClient(settings)
@@ -116,8 +125,10 @@ class Gateway:
         now = time.monotonic()
         if now - self._use_noticed.get(key, -USE_NOTICE_INTERVAL) < USE_NOTICE_INTERVAL:
             return
-        if len(self._use_noticed) >= MAX_USE_NOTICES_KEPT:
-            self._use_noticed.clear()  # forgetting costs one early notice per process
+        if len(self._use_noticed) >= USE_NOTICES_PRUNED_AT:
+            self._use_noticed = {
+                k: t for k, t in self._use_noticed.items() if now - t < USE_NOTICE_INTERVAL
+            }
         self._use_noticed[key] = now
         self.supervisor.notify({"op": "used", "key": key, "engaged": True})
 
@@ -148,12 +159,13 @@ class Gateway:
         )
         if reply["kind"] == "limited":
             raise ClientLimited(reply["reason"])
-        started = cast(Started, reply)
-        path = started["socket"]
-        if path in self._app_clients and self._client_pids.get(path) != started["pid"]:
+        if reply["kind"] != "started":
+            raise AppProcessError(f"the supervisor answered {reply['kind']!r} to ensure")
+        path = reply["socket"]
+        if path in self._app_clients and self._client_pids.get(path) != reply["pid"]:
             # A new process answers at this path: the pooled connection went to the old one.
             self._app_clients.pop(path).close()
-        self._client_pids[path] = started["pid"]
+        self._client_pids[path] = reply["pid"]
         return path
 
     async def render(
@@ -174,7 +186,9 @@ class Gateway:
             await self.kill(session_id, ref.fqn)
             raise
         finally:
-            self.supervisor.notify({"op": "loaded", "key": app_key(session_id, ref.fqn)})
+            key = app_key(session_id, ref.fqn)
+            self._use_noticed.pop(key, None)  # maybe a new process: its first use counts
+            self.supervisor.notify({"op": "loaded", "key": key})
 
     async def interact(
         self, session_id: str, fqn: str, request: InteractRequest | HandshakeRequest
@@ -182,14 +196,16 @@ class Gateway:
         await self.start()
         key = app_key(session_id, fqn)
         path = self._app_socket(key)
-        self._note_use(key)
         deadline = worker_deadline(self._timeouts.get(path, self.timeout_interaction))
         try:
-            return await self.call_app(path, request, deadline)
+            reply = await self.call_app(path, request, deadline)
         except AppTimeout:
             with contextlib.suppress(AppProcessError):
                 await self.kill(session_id, fqn)
             raise
+        if request["op"] == "interact":  # a key exchange alone does not engage
+            self._note_use(key)
+        return reply
 
     def timeout_of(self, session_id: str, fqn: str) -> float:
         if self.server_dir is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -16,7 +16,7 @@ from ..sessions.cookie import (
     refresh_session_cookie,
     store_session,
 )
-from ..wire.messages import AppOptions, ClientLimits, PageSettings, RenderRequest
+from ..wire.messages import AppOptions, ClientLimits, PageRendered, PageSettings, RenderRequest
 from .assets import asset_url
 from .door import AppDied, AppProcessError, ClientLimited
 from .pages import error_page
@@ -55,11 +55,11 @@ async def serve_page(
     except AppProcessError as exc:
         logger.error("cannot serve %s: %s", ref.fqn, exc)
         return error_page(str(exc) if debug else MESSAGE_ENDED, 500)
-    if reply.get("kind") != "page":
+    if reply.get("kind") != "page" or not isinstance(reply.get("html"), str):
         return error_page(str(reply.get("error", "")) if debug else MESSAGE_ENDED, 500)
     await store_session(request)  # a new visitor's session is stored from its first page
     refresh_session_cookie(request)  # an active user's cookie does not expire
-    return HTMLResponse(reply["html"])  # type: ignore[typeddict-item]
+    return HTMLResponse(cast(PageRendered, reply)["html"])
 
 
 def page_settings(runner: Runner, request: Request, ref: AppRef, http_only: bool) -> PageSettings:

@@ -50,12 +50,13 @@ async def read_body(request: Request, limit: int) -> bytes:
 def to_browser(reply: AppReply) -> dict[str, Any] | None:
     """What the page receives for an app process's answer or push; None for nothing
     (the answer to a plain attach, or what a page is not meant to see)."""
-    if "kind" not in reply:
+    if not isinstance(reply, dict) or "kind" not in reply:
         return None
+    # The app process runs the user's code: what it sends is checked before it is used.
     if reply["kind"] == "actions":
-        return dict(reply["actions"])  # {} too: the click changed nothing, and that answers it
+        return _object(reply.get("actions"))  # {} too: the click changed nothing, an answer
     if reply["kind"] == "sealed":
-        return dict(reply["sealed"])
+        return _object(reply.get("sealed"))
     if reply["kind"] == "reload":
         return {"reload": True}
     if reply["kind"] == "rekey":  # parano: the page must agree on new keys
@@ -63,14 +64,15 @@ def to_browser(reply: AppReply) -> dict[str, Any] | None:
     if reply["kind"] == "error":  # logged by the app process
         return {"err": MESSAGE_FAILED}
     if reply["kind"] == "keys":  # parano: the app process's public key
-        return {"hello": reply["hello"]}
+        return {"hello": str(reply.get("hello"))}
     if reply["kind"] == "attached":
         down: dict[str, Any] = {}
         if "hello" in reply:
-            down["hello"] = reply["hello"]
-        if "sealed" in reply:
-            down.update(reply["sealed"])
-        elif "actions" in reply:
-            down.update(reply["actions"])
+            down["hello"] = str(reply["hello"])
+        down.update(_object(reply.get("sealed", reply.get("actions"))) or {})
         return down or None
     return None
+
+
+def _object(value: Any) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, dict) else None

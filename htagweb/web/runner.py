@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -51,6 +52,14 @@ from .shutdown import stopping_event
 logger = logging.getLogger(__name__)
 
 INTERNAL_PATHS = ("/_/", "/_htagweb/")  # htagweb's own endpoints (never read request.session)
+# Config's fields that Runner takes as keyword options (the others are its positional ones).
+RUNNER_OPTIONS = frozenset(f.name for f in dataclasses.fields(Config)) - {
+    "debug",
+    "parano",
+    "http_only",
+    "timeout_interaction",
+    "timeout_inactivity",
+}
 
 
 class Runner(Starlette):
@@ -66,6 +75,7 @@ class Runner(Starlette):
     - timeout_inactivity: seconds without use before a user's process ends (0: never)
     - start_method, max_processes: how app processes start, and how many may live
     - secret_key, session_cookie, session_cookie_path, session_store: sessions
+    - state_dir: where the default session store and secret key are kept
     - allowed_origins: sites besides this one whose pages may drive its apps
     - interactions_per_second, max_message_bytes: per page
     - heartbeat: seconds between signs of life on an idle connection (proxies often cut
@@ -89,6 +99,9 @@ class Runner(Starlette):
         timeout_inactivity: float = 0,
         **options: Any,
     ) -> None:
+        unknown = set(options) - RUNNER_OPTIONS
+        if unknown:
+            raise TypeError(f"Runner() got unknown options: {', '.join(sorted(unknown))}")
         self.config = Config(
             debug=debug,
             parano=parano,

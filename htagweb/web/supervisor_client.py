@@ -33,8 +33,12 @@ SUPERVISOR_START_TIMEOUT = 30.0
 
 
 class SupervisorClient:
+    """One connection to the supervisor, shared by a worker's requests: calls (ensure,
+    prepare, kill, end_session, status) are matched to their answers by rid; notices
+    (loaded, used) get none. See htagweb.host.supervisor for the protocol."""
+
     def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = settings  # start_method, max_processes (see Config)
+        self.settings = settings  # Config.supervisor_settings()
         self.server_dir: ServerDir | None = None
         self._rpc: RpcClient | None = None
         self._start_lock = asyncio.Lock()
@@ -125,6 +129,8 @@ class SupervisorClient:
             "cwd": os.getcwd(),
             "log_level": logging.getLogger("htagweb").getEffectiveLevel(),
         }
+        if "spares_per_app" in self.settings:
+            settings["spares_per_app"] = int(self.settings["spares_per_app"])
         # The worker may import htagweb and the app through sys.path changes of its own.
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         return await asyncio.create_subprocess_exec(

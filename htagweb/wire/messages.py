@@ -75,11 +75,11 @@ class PageSettings(TypedDict):
     """What the client script of a page is told (its data-* attributes)."""
 
     client_src: str
-    parano_src: NotRequired[str]
+    parano_src: str  # loaded before client_src by parano pages only
     endpoint: str
     mode: Literal["ws", "http"]
-    heartbeat: NotRequired[float]
-    boot: NotRequired[str]
+    heartbeat: float
+    boot: str
 
 
 class SessionRef(TypedDict):
@@ -403,4 +403,3 @@ class LaunchSpec(TypedDict):
     channel_fd: NotRequired[int]  # a template: its socketpair to the supervisor
     listen_fd: NotRequired[int]  # a spawned app process: its bound listening socket
     ready_fd: NotRequired[int]  # a spawned app process: "ok", or why it could not start
-    socket: NotRequired[str]
