@@ -1,10 +1,12 @@
 """The values the browser's scripts share with the Python side are equal on both sides.
 
-client.js and parano.js name each of them once, near their top (`const NAME = value;`).
-They are read here as text and compared with Python's values: the close codes of
-htagweb/web/replies.py, the labels and channels of htagweb/app/parano.py, and the words
-and query parameters the web modules read. A shared value written anywhere else in a
-script, rather than through its name, fails too.
+client.js and parano.js name each of them once, near their top (`const NAME = value;`;
+client.js in its first piece, htagweb/static/client/shared.js). They are read here as text,
+as htagweb serves them (client.js put together from its pieces by htagweb/web/assets.py),
+and compared with Python's values: the close codes of htagweb/web/replies.py, the labels
+and channels of htagweb/app/parano.py, and the words and query parameters the web modules
+read. A shared value written anywhere else in a script, rather than through its name, in
+any piece, fails too.
 """
 
 from __future__ import annotations
@@ -13,22 +15,20 @@ import base64
 import inspect
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-import htagweb
 from htagweb.app import parano
-from htagweb.web import events, http, replies, websocket
+from htagweb.web import assets, events, http, replies, websocket
 
-STATIC = Path(htagweb.__file__).parent / "static"
 CONSTANT = re.compile(r'^ *const ([A-Z][A-Z0-9_]*) = ("(?:[^"\\\n]|\\.)*"|-?\d+);', re.M)
 # The web modules' source: for values they keep as literals (heartbeat words, parameters).
 WEB_SOURCE = "\n".join(inspect.getsource(module) for module in (events, http, replies, websocket))
 
 
 def script(name: str) -> str:
-    return (STATIC / name).read_text(encoding="utf-8")
+    """The script served as /_htagweb/<name>."""
+    return assets.ASSETS[name].body.decode("utf-8")
 
 
 def constants(text: str) -> dict[str, object]:

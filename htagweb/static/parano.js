@@ -7,7 +7,7 @@
 // and each event stream it opens, with its current keys.
 //
 // It defines one global, window.htagwebParano: client.js calls its codec(hooks) once and
-// then sends and receives through the codec it gets (see "codecs" in client.js).
+// then sends and receives through the codec it gets (see htagweb/static/client/codecs.js).
 (function () {
   "use strict";
 

@@ -1,7 +1,7 @@
 """What a page sends: htag interactions, or parano mode's handshake and sealed messages.
 
 An interaction is htag's {"id", "method", "args", "kargs", "event"}, plus "seq", the
-number the page gives each interaction (see htagweb/static/client.js). Workers check
+number the page gives each interaction (see htagweb/static/client/). Workers check
 plaintext ones; sealed ones are checked by the app process once opened.
 """
 
