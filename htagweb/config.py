@@ -177,7 +177,7 @@ def _seconds(name: str, value: Any) -> float:
 
 def _at_least_zero(name: str, value: Any) -> float:
     if not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{name} must be >= 0 (0: none), not {value!r}")
+        raise ValueError(f"{name} must be >= 0 (0: off), not {value!r}")
     return float(value)
 
 
