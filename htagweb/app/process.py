@@ -45,7 +45,7 @@ from htag.render import HRenderer
 
 from .. import limits
 from ..htag_internals import page_scripts, running_generators
-from ..wire.ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
+from ..wire.ipc import MAX_FRAME_BYTES, FrameError, RpcClient, encode_frame, read_frame
 from ..wire.messages import (
     AppOptions,
     AppReply,
@@ -71,6 +71,7 @@ GENERIC_ERROR = "The app failed on this action; the error was logged on the serv
 REFUSED = "This action is not allowed."
 INIT_FAILED = "The app could not start; the error was logged on the server."
 PLAINTEXT_REFUSED = "This app takes sealed interactions only (parano mode)."
+REHEARSAL_ROUNDS = 20  # past Python's warm-up of a function (8 calls in 3.11)
 
 
 class AppProcess:
@@ -367,6 +368,44 @@ async def _warm_up() -> None:
     str(renderer)
     button = renderer.tag.childs[1]
     await renderer.interact(id(button), "__on__", [f"onclick-{id(button)}"], {}, {})
+
+
+def rehearse(rounds: int = REHEARSAL_ROUNDS) -> None:
+    """Serve a throwaway page through this module's whole request loop, `rounds` times.
+
+    Run by the template before it forks: Python 3.11 rewrites the bytecode of a function
+    as it warms up (counters, then specialised instructions), so code first run in an app
+    process copies the pages it lives on into that process. Run here first, it is warm in
+    the template, and its pages stay shared with every app process. No app code runs.
+    """
+    asyncio.run(_rehearsal(rounds))
+
+
+async def _rehearsal(rounds: int) -> None:
+    app = AppProcess(_WarmUp)
+    ours, theirs = socket.socketpair()
+    server_side = await asyncio.open_unix_connection(sock=theirs)
+    serving = asyncio.ensure_future(app._serve_connection(*server_side))
+    client = RpcClient(*await asyncio.open_unix_connection(sock=ours))
+    store = {"kind": "memory", "max_bytes": 1 << 20, "idle_expiry": 60}
+    render: RenderRequest = {
+        "op": "render",
+        "init": [[], {}],
+        "page": {"client_src": "", "parano_src": "", "endpoint": "", "mode": "ws",
+                 "heartbeat": 0, "boot": ""},
+        "session": {"id": "rehearsal", "store": store},
+        "options": {"debug": False, "parano": False, "timeout_interaction": 0,
+                    "timeout_inactivity": 0, "interactions_per_second": 0},
+    }  # fmt: skip
+    for _ in range(rounds):
+        await client.call(dict(render))
+        assert app.renderer is not None
+        button = app.renderer.tag.childs[1]
+        click = {"id": id(button), "method": "__on__", "args": [f"onclick-{id(button)}"],
+                 "kargs": {}, "event": {}, "seq": 1}  # fmt: skip
+        await client.call({"op": "interact", "page": "rehearsal", "payload": click})
+    client.close()
+    await serving
 
 
 def run(tag_class: type[Tag], listener: socket.socket) -> int:

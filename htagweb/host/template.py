@@ -177,6 +177,7 @@ def main_template(spec: LaunchSpec) -> int:
         failed: TemplateReport = {"kind": "failed", "error": _describe(exc)}
         channel.sendall(encode_frame(failed))
         return 1
+    appprocess.rehearse()  # what every app process runs is warm before it is shared
     # Objects that exist now are shared with every child: keep the collector from
     # touching (and so copying) their pages.
     gc.collect()
