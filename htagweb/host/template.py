@@ -20,6 +20,7 @@ the path for platforms without fork, selectable on Linux with start_method="spaw
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -29,7 +30,7 @@ import signal
 import socket
 import sys
 import traceback
-from typing import cast
+from typing import Any, cast
 
 from htag import Tag
 
@@ -43,13 +44,19 @@ from ..wire.messages import LaunchSpec, TemplateReport, TemplateRequest
 logger = logging.getLogger(__name__)
 
 
+@functools.cache
+def _prctl() -> Any:
+    """libc's prctl, looked up once: in the template, so that forked children share it."""
+    import ctypes
+
+    return ctypes.CDLL(None).prctl
+
+
 def die_with_parent(parent_pid: int) -> None:
     """Ask the kernel to SIGKILL us when our parent dies (Linux), so nothing is orphaned."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        _prctl()(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before the line above took effect
         os._exit(1)
 
