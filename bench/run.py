@@ -1,13 +1,17 @@
-"""The htagweb benchmark: a real server, each htagweb figure beside a raw Starlette baseline.
+"""The htagweb benchmark: a real server, each htagweb figure beside an in-process htag host
+(the reference) and raw Starlette (the floor).
 
-    python bench/run.py              the full run (under a minute on 2 CPUs)
+    python bench/run.py              the full run (about a minute on 2 CPUs)
     python bench/run.py --quick      a smoke run of a few seconds
     python bench/run.py --sessions   only the session stores' section (with --quick too)
 
-One uvicorn worker runs bench/apps/bench_server.py: htagweb's Runner serving a counter,
-and raw Starlette routes that answer the same request shapes, with bodies of the same
-size, from the same process. Both are measured in the same run, interleaved where the
-measure allows.
+One uvicorn worker runs bench/apps/bench_server.py: htagweb's Runner serving a counter;
+an in-process htag host serving the same counter (bench/apps/inproc_host.py: each user's
+HRenderer kept in the worker's memory, as htag's own runners do: the cost of isolation
+is htagweb's figures over its); and raw Starlette routes that answer the same request
+shapes, with bodies of the same size. All three are measured in the same run, on the
+same process tree, interleaved where the measure allows, and driven by the same client
+code (the in-process page names its endpoint and instance as htagweb's does).
 
 Then the session section: one fresh server per session store (memory, SQLite, Redis,
 the last on a throwaway redis-server), all up together, and one user's clicks on each,
@@ -63,6 +67,9 @@ BUSY_SHARE = 0.05  # above this share of the machine's CPU taken by others, the 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 Send = Callable[[], Awaitable[str]]
+# Every measure's figures come in this order: htagweb, the in-process host, the raw floor.
+HOSTS = ("htagweb", "inproc", "raw")
+PAGES = {"htagweb": "/", "inproc": "/inproc/", "raw": "/raw/page"}
 
 
 @dataclass(frozen=True)
@@ -77,11 +84,15 @@ class Sizes:
     idle_users: int = 20  # users whose process memory is read
     warmup: int = 20  # untimed page loads and clicks per path before measuring
     session_clicks: int = 1000  # timed clicks per store and button in the session section
+    burst_users: int = 50  # users clicking over WebSocket at once, each on its own socket
+    burst_seconds: float = 2.0  # how long they click, per host and round
+    burst_rounds: int = 3  # rounds of (htagweb, in-process, raw)
+    memory_users: int = 100  # in-process users over which the worker's memory growth is read
 
 
 QUICK = Sizes(
     users=20, crowd=10, rounds=2, clicks=50, cpu_clicks=100, idle_users=5, warmup=5,
-    session_clicks=50,
+    session_clicks=50, burst_users=10, burst_seconds=0.5, burst_rounds=1, memory_users=20,
 )  # fmt: skip
 
 
@@ -607,13 +618,18 @@ class Row:
     metric: str
     unit: str
     htagweb: float
-    raw: float | None = None
+    inproc: float | None = None  # the in-process htag host: the reference
+    raw: float | None = None  # raw Starlette: the floor
     target: float | None = None
     target_text: str = ""
 
     @property
     def ratio(self) -> float | None:
         return self.htagweb / self.raw if self.raw else None
+
+    @property
+    def ratio_inproc(self) -> float | None:
+        return self.htagweb / self.inproc if self.inproc else None
 
     @property
     def met(self) -> bool | None:
@@ -623,12 +639,14 @@ class Row:
 def spread(
     metric: str, unit: str, times: list[list[float]], scale: float, target: float | None
 ) -> list[Row]:
-    """Median and p90 rows of one measure; the target applies to the median."""
+    """Median and p90 rows of one measure (times in HOSTS order); the target applies to the
+    median."""
     text = f"≤ {target:g} {unit}" if target is not None else ""
-    app, raw = times
+    medians = [median(t) * scale for t in times]
+    p90s = [p90(t) * scale for t in times]
     return [
-        Row(f"{metric}, median", unit, median(app) * scale, median(raw) * scale, target, text),
-        Row(f"{metric}, p90", unit, p90(app) * scale, p90(raw) * scale),
+        Row(f"{metric}, median", unit, *medians, target=target, target_text=text),
+        Row(f"{metric}, p90", unit, *p90s),
     ]
 
 
@@ -642,77 +660,180 @@ async def write_samples(server: Server) -> tuple[str, dict[str, Any]]:
     answer = await user.click_http()
     (server.samples / "answer.json").write_text(answer)
     await user.http.aclose()
-    return answer, {"page_bytes": len(response.content), "click_answer_bytes": len(answer)}
+    inproc = User(server.url)  # for its sizes: the in-process host's page and click
+    await inproc.load(PAGES["inproc"])
+    inproc_answer = await inproc.click_http()
+    inproc_page = (await inproc.http.get(PAGES["inproc"])).content
+    await inproc.http.aclose()
+    return answer, {
+        "page_bytes": len(response.content),
+        "click_answer_bytes": len(answer),
+        "inproc_page_bytes": len(inproc_page),
+        "inproc_click_answer_bytes": len(inproc_answer),
+    }
 
 
 async def page_loads(server: Server, sizes: Sizes) -> tuple[list[Row], dict[str, Any]]:
     """a. New users one after the other, and b. users arriving at once."""
     url = server.url
     for _ in range(sizes.warmup):
-        await fresh_get(url, "/")
-        await fresh_get(url, "/raw/page")
+        for host in HOSTS:
+            await fresh_get(url, PAGES[host])
     # Crowds first, on a young server: past a few hundred app processes this VM's
     # memory grows costlier to touch (see the report's notes), which is the host's effect.
-    walls: list[list[float]] = [[], []]
+    walls: list[list[float]] = [[] for _ in HOSTS]
     for _ in range(sizes.rounds):
-        walls[0].append(await crowd(url, "/", sizes.crowd))
-        walls[1].append(await crowd(url, "/raw/page", sizes.crowd))
-    times: list[list[float]] = [[], []]
+        for host, wall in zip(HOSTS, walls, strict=True):
+            wall.append(await crowd(url, PAGES[host], sizes.crowd))
+    times: list[list[float]] = [[] for _ in HOSTS]
     for _ in range(sizes.users):
-        times[0].append(await fresh_get(url, "/"))
-        times[1].append(await fresh_get(url, "/raw/page"))
+        for host, spent in zip(HOSTS, times, strict=True):
+            spent.append(await fresh_get(url, PAGES[host]))
     async with new_client(url) as status:  # for scale; not interleaved, as CPU is summed
         n = sizes.users // 2
-        cpu = {
-            "htagweb": await server_cpu(server, status, lambda: fresh_get(url, "/"), n),
-            "raw": await server_cpu(server, status, lambda: fresh_get(url, "/raw/page"), n),
-        }
+        cpu = {}
+        for host in HOSTS:
+            path = PAGES[host]
+            cpu[host] = await server_cpu(server, status, lambda p=path: fresh_get(url, p), n)
     at_once = f"{sizes.crowd} users at once: all pages"
     rows = [
         *spread("New user: GET to full page", "ms", times, 1e3, 10),
         Row(f"{at_once}, median of {sizes.rounds}", "ms",
-            median(walls[0]) * 1e3, median(walls[1]) * 1e3, 500, "≤ 500 ms"),
+            *(median(w) * 1e3 for w in walls), target=500, target_text="≤ 500 ms"),
         Row(f"{at_once}, max of {sizes.rounds}", "ms",
-            max(walls[0]) * 1e3, max(walls[1]) * 1e3, 500, "≤ 500 ms"),
+            *(max(w) * 1e3 for w in walls), target=500, target_text="≤ 500 ms"),
     ]  # fmt: skip
-    rounds = {"htagweb": [w * 1e3 for w in walls[0]], "raw": [w * 1e3 for w in walls[1]]}
+    rounds = {host: [w * 1e3 for w in wall] for host, wall in zip(HOSTS, walls, strict=True)}
     return rows, {"cpu_per_new_user": cpu, "crowd_rounds_ms": rounds}
 
 
 async def clicks(server: Server, sizes: Sizes, answer: str) -> tuple[list[Row], dict[str, Any]]:
-    """c, d. One user's clicks over WebSocket and HTTP; e. the server CPU they cost."""
-    user = User(server.url)
-    await user.load()
+    """c, d. One user's clicks over WebSocket and HTTP; e. the server CPU they cost.
+
+    The htagweb user also sends the raw clicks; the in-process host has its own user
+    (its own cookie), hence its own connections."""
+    user, inproc = User(server.url), User(server.url)
+    await user.load(PAGES["htagweb"])
+    await inproc.load(PAGES["inproc"])
     async with (
         user.websocket(user.interaction_path) as app_ws,
+        inproc.websocket(inproc.interaction_path) as inproc_ws,
         user.websocket("/raw/ws") as raw_ws,
     ):
-        senders = [user.ws_sender(app_ws, raw=False), user.ws_sender(raw_ws, raw=True)]
+        senders = [
+            user.ws_sender(app_ws, raw=False),
+            inproc.ws_sender(inproc_ws, raw=False),
+            user.ws_sender(raw_ws, raw=True),
+        ]
         await alternate(senders, sizes.warmup)
-        if await senders[1]() != answer:
+        if await senders[2]() != answer:
             raise RuntimeError("/raw/ws does not answer the sample")
         ws_times = await alternate(senders, sizes.clicks)
-    async with user.keep_alive() as connection:
-        senders = [user.http_sender(connection, raw=False), user.http_sender(connection, raw=True)]
+        ws_cpu = {
+            host: await server_cpu(server, user.http, sender, sizes.cpu_clicks)
+            for host, sender in zip(HOSTS, senders, strict=True)
+        }
+    async with user.keep_alive() as connection, inproc.keep_alive() as inproc_connection:
+        senders = [
+            user.http_sender(connection, raw=False),
+            inproc.http_sender(inproc_connection, raw=False),
+            user.http_sender(connection, raw=True),
+        ]
         await alternate(senders, sizes.warmup)
-        if await senders[1]() != answer:
+        if await senders[2]() != answer:
             raise RuntimeError("/raw/click does not answer the sample")
         http_times = await alternate(senders, sizes.clicks)
         cpu = {
-            "htagweb": await server_cpu(server, user.http, senders[0], sizes.cpu_clicks),
-            "raw": await server_cpu(server, user.http, senders[1], sizes.cpu_clicks),
+            host: await server_cpu(server, user.http, sender, sizes.cpu_clicks)
+            for host, sender in zip(HOSTS, senders, strict=True)
         }
     # For scale: the same clicks through httpx, the client of the page-load figures.
-    httpx_times = await alternate([user.click_http, user.raw_click_httpx], sizes.clicks // 5)
+    httpx_times = await alternate(
+        [user.click_http, inproc.click_http, user.raw_click_httpx], sizes.clicks // 5
+    )
     await user.http.aclose()
+    await inproc.http.aclose()
     rows = [
         *spread("Click over WebSocket", "µs", ws_times, 1e6, None),
         *spread("Click over HTTP keep-alive", "µs", http_times, 1e6, None),
+        Row("Server CPU per WebSocket click, all processes", "ms",
+            *(ws_cpu[host]["ms_exact"] for host in HOSTS)),
         Row("Server CPU per HTTP click, all processes", "ms",
-            cpu["htagweb"]["ms"], cpu["raw"]["ms"]),
+            *(cpu[host]["ms_exact"] for host in HOSTS)),
     ]  # fmt: skip
-    httpx_us = {"htagweb": median(httpx_times[0]) * 1e6, "raw": median(httpx_times[1]) * 1e6}
-    return rows, {"cpu_per_click": cpu, "httpx_click_median_us": httpx_us}
+    httpx_us = {host: median(spent) * 1e6 for host, spent in zip(HOSTS, httpx_times, strict=True)}
+    return rows, {
+        "cpu_per_click": cpu,
+        "cpu_per_ws_click": ws_cpu,
+        "httpx_click_median_us": httpx_us,
+    }
+
+
+async def clicking(senders: list[Send], seconds: float) -> tuple[int, float]:
+    """Every sender clicking back to back, all at once, for `seconds`: (answers, wall s)."""
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def clicker(send: Send) -> int:
+        done = 0
+        while time.perf_counter() < deadline:
+            await send()
+            done += 1
+        return done
+
+    done = await asyncio.gather(*(clicker(send) for send in senders))
+    return sum(done), time.perf_counter() - start
+
+
+async def burst(server: Server, sizes: Sizes) -> tuple[list[Row], dict[str, Any]]:
+    """g. Many users clicking over WebSocket at once, each on its own socket, each sending
+    its next click as soon as its answer comes: clicks answered per second.
+
+    htagweb's users also send the raw clicks (on sockets of their own); the in-process
+    host has its own users. Rounds take the hosts in turn."""
+    users = [User(server.url) for _ in range(sizes.burst_users)]
+    inproc_users = [User(server.url) for _ in range(sizes.burst_users)]
+    try:
+        for user, inproc in zip(users, inproc_users, strict=True):
+            await user.load(PAGES["htagweb"])
+            await inproc.load(PAGES["inproc"])
+        async with contextlib.AsyncExitStack() as stack:
+
+            async def opened(user: User, path: str) -> ClientConnection:
+                return await stack.enter_async_context(user.websocket(path))
+
+            senders = {
+                "htagweb": [
+                    u.ws_sender(await opened(u, u.interaction_path), raw=False) for u in users
+                ],
+                "inproc": [
+                    u.ws_sender(await opened(u, u.interaction_path), raw=False)
+                    for u in inproc_users
+                ],
+                "raw": [u.ws_sender(await opened(u, "/raw/ws"), raw=True) for u in users],
+            }
+            for host in HOSTS:  # warm-up, untimed
+                await clicking(senders[host], sizes.burst_seconds / 4)
+            figures: dict[str, dict[str, list[float]]] = {
+                host: {"per_second": [], "server_ms_exact": [], "client_ms": []} for host in HOSTS
+            }
+            for _ in range(sizes.burst_rounds):
+                for host in HOSTS:
+                    before, own = cpu_seconds(server.pids()), sum(os.times()[:2])
+                    done, wall = await clicking(senders[host], sizes.burst_seconds)
+                    client = sum(os.times()[:2]) - own
+                    spent = cpu_spent(before, cpu_seconds(server.pids()), {}, done)
+                    figures[host]["per_second"].append(done / wall)
+                    figures[host]["server_ms_exact"].append(spent["ms_exact"])
+                    figures[host]["client_ms"].append(client * 1e3 / done)
+    finally:
+        await asyncio.gather(*(u.http.aclose() for u in users + inproc_users))
+    rate = f"{sizes.burst_users} users clicking over WebSocket at once: clicks/s"
+    rows = [
+        Row(f"{rate}, median of {sizes.burst_rounds}", "clicks/s",
+            *(median(figures[host]["per_second"]) for host in HOSTS)),
+    ]  # fmt: skip
+    return rows, {"burst": {"users": sizes.burst_users, "seconds": sizes.burst_seconds, **figures}}
 
 
 async def idle_memory(server: Server, sizes: Sizes) -> tuple[list[Row], dict[str, Any]]:
@@ -734,7 +855,7 @@ async def idle_memory(server: Server, sizes: Sizes) -> tuple[list[Row], dict[str
     pss = [m["Pss"] for m in memory]
     rows = [
         Row("Idle user process: private memory, median", "kB",
-            median(private), None, 3072, "≤ 3 MB"),
+            median(private), target=3072, target_text="≤ 3 MB"),
         Row("Idle user process: PSS, median", "kB", median(pss)),
     ]  # fmt: skip
     return rows, {
@@ -749,19 +870,64 @@ async def idle_memory(server: Server, sizes: Sizes) -> tuple[list[Row], dict[str
     }
 
 
+async def inproc_young(server: Server, sizes: Sizes) -> dict[str, Any]:
+    """The in-process host on a young worker, before the other measures fill it.
+
+    Server CPU per new user's page while it holds few users: htag 1.0's HRenderer walks
+    every subclass of Tag for each new page, and each live tag has a class of its own,
+    so this cost grows with the users it holds (the main measures run with it full).
+    Then its memory per idle user: how much the worker's private memory grows over
+    `memory_users` new users, a page load and a click each."""
+    assert server.process is not None
+    worker = server.process.pid  # uvicorn without --workers: the process it started
+    url, path = server.url, PAGES["inproc"]
+    async with new_client(url) as status:
+        for _ in range(sizes.warmup // 4):
+            await fresh_get(url, path)
+        cpu = await server_cpu(server, status, lambda: fresh_get(url, path), sizes.warmup)
+    cpu["live_users_after"] = 1 + sizes.warmup // 4 + sizes.warmup  # write_samples' one
+
+    async def one_user() -> None:
+        user = User(url)
+        await user.load(path)
+        await user.click_http()
+        await user.http.aclose()
+
+    before = smaps_rollup(worker)
+    for _ in range(sizes.memory_users):
+        await one_user()
+    after = smaps_rollup(worker)
+    growth = sum(after[k] - before[k] for k in ("Private_Clean", "Private_Dirty"))
+    return {
+        "cpu_per_new_user": cpu,
+        "memory": {
+            "users": sizes.memory_users,
+            "worker_private_kB": growth,
+            "per_user_kB": growth / sizes.memory_users,
+        },
+    }
+
+
 async def measure(
     server: Server, sizes: Sizes, watch: CpuWatch
 ) -> tuple[list[Row], dict[str, Any]]:
     answer, details = await write_samples(server)
+    details["inproc_young"] = await inproc_young(server, sizes)  # first: a young worker
     rows: list[Row] = []
     for part in (
         page_loads(server, sizes),
         clicks(server, sizes, answer),
+        burst(server, sizes),
         idle_memory(server, sizes),
     ):
         part_rows, part_details = await part
         rows += part_rows
         details.update(part_details)
+    private = details["memory_kB"]["private"]
+    rows.append(
+        Row("Private memory per idle user (htagweb: its process; in-process: worker's growth)",
+            "kB", median(private), details["inproc_young"]["memory"]["per_user_kB"])
+    )  # fmt: skip
     details["machine_cpu"] = watch.others(server.pids())
     return rows, details
 
@@ -917,20 +1083,25 @@ def run_sessions(sizes: Sizes) -> tuple[dict[str, Any], list[int]]:
 def number(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
-    return f"{value:,.0f}" if unit in ("µs", "kB") else f"{value:,.2f}"
+    return f"{value:,.0f}" if unit in ("µs", "kB", "clicks/s") else f"{value:,.2f}"
+
+
+def times(ratio: float | None, digits: int) -> str:
+    return "—" if ratio is None else f"{ratio:.{digits}f}x"
 
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| metric | htagweb | raw Starlette | ratio | target | met? |",
-        "|---|---:|---:|---:|---|---|",
+        "| metric | htagweb | in-process htag | htagweb / in-process | raw Starlette "
+        "| htagweb / raw | target | met? |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for row in rows:
-        ratio = f"{row.ratio:.1f}x" if row.ratio is not None else "—"
         met = {True: "yes", False: "**no**", None: ""}[row.met]
         lines.append(
             f"| {row.metric} ({row.unit}) | {number(row.htagweb, row.unit)} "
-            f"| {number(row.raw, row.unit)} | {ratio} | {row.target_text} | {met} |"
+            f"| {number(row.inproc, row.unit)} | {times(row.ratio_inproc, 2)} "
+            f"| {number(row.raw, row.unit)} | {times(row.ratio, 1)} | {row.target_text} | {met} |"
         )
     return "\n".join(lines)
 
@@ -962,13 +1133,22 @@ def environment(server_command: str, sizes: Sizes) -> dict[str, Any]:
 
 
 def cpu_note(what: str, cpu: dict[str, dict[str, Any]], unit: str) -> str:
-    app, raw = cpu["htagweb"], cpu["raw"]
+    app, inproc, raw = (cpu[host] for host in HOSTS)
     roles = ", ".join(f"{role} {ms:.2f}" for role, ms in app["by_role_ms_exact"].items())
     return (
         f"- Server CPU per {what} (schedstat, exact): htagweb {app['ms_exact']:.2f} ms "
-        f"({roles}), raw {raw['ms_exact']:.2f} ms; from /proc/<pid>/stat ticks: "
-        f"{app['ms']:.2f} and {raw['ms']:.2f} ms. Sequential rate "
-        f"{app['per_second']:,.0f} {unit}/s, raw {raw['per_second']:,.0f}."
+        f"({roles}), in-process {inproc['ms_exact']:.2f} ms, raw {raw['ms_exact']:.2f} ms; "
+        f"from /proc/<pid>/stat ticks: {app['ms']:.2f}, {inproc['ms']:.2f} and "
+        f"{raw['ms']:.2f} ms. Sequential rate {app['per_second']:,.0f} {unit}/s, in-process "
+        f"{inproc['per_second']:,.0f}, raw {raw['per_second']:,.0f}."
+    )
+
+
+def by_host(values: dict[str, list[float]], shown: str) -> str:
+    """`shown` is a format spec for one value: "htagweb 1, 2; in-process 3, 4; raw 5, 6"."""
+    names = {"htagweb": "htagweb", "inproc": "in-process", "raw": "raw"}
+    return "; ".join(
+        f"{names[host]} {', '.join(format(v, shown) for v in values[host])}" for host in HOSTS
     )
 
 
@@ -981,26 +1161,57 @@ def markdown(info: dict[str, Any], rows: list[Row], details: dict[str, Any]) -> 
     httpx_us = details["httpx_click_median_us"]
     machine = details["machine_cpu"]
     rounds = details["crowd_rounds_ms"]
+    burst = details["burst"]
+    young = details["inproc_young"]
+    inproc_memory = young["memory"]
     busy = machine["others_share"] > BUSY_SHARE
     notes = [
-        "- raw Starlette: routes of the same worker process answering the same request shapes "
-        f"with bodies of the same size (page {details['page_bytes']:,} bytes, click answer "
-        f"{details['click_answer_bytes']} bytes), without htagweb.",
+        "- in-process htag: a Starlette app of its own in the same worker process "
+        "(bench/apps/inproc_host.py) that keeps each user's htag HRenderer in the worker's "
+        "memory, as htag's own runners do: no process per user, no session store, no "
+        f"isolation (page {details['inproc_page_bytes']:,} bytes, click answer "
+        f"{details['inproc_click_answer_bytes']} bytes). It keeps at most 150 users, as "
+        "htagweb keeps 150 processes. *htagweb / in-process* is the cost of isolation.",
+        "- raw Starlette: routes of htagweb's Runner in the same worker process (its session "
+        "middleware included) answering the same request shapes with bodies of the same "
+        f"size (page {details['page_bytes']:,} bytes, click answer "
+        f"{details['click_answer_bytes']} bytes), without htagweb's app processes.",
         "- Times are seen by the client and include its work: page loads use a fresh httpx "
         "client per user; clicks use websockets and a minimal keep-alive HTTP/1.1 client "
-        f"(through httpx the same clicks take {httpx_us['htagweb']:,.0f} µs, "
-        f"raw {httpx_us['raw']:,.0f} µs, median).",
+        f"(through httpx the same clicks take {httpx_us['htagweb']:,.0f} µs, in-process "
+        f"{httpx_us['inproc']:,.0f} µs, raw {httpx_us['raw']:,.0f} µs, median).",
         "- The server caps app processes at 150 (HTAGWEB_BENCH_MAX_PROCESSES), spares "
-        "included; a run creates ~600 users. Crowds run first, on a young server: past a "
-        "few hundred live processes this VM makes fresh memory several times costlier to "
-        "touch (~3 µs a page under ~2 GB, 15-20 µs past it), an effect of the host.",
-        f"- {len(rounds['htagweb'])} rounds of users arriving at once (ms): htagweb "
-        f"{', '.join(f'{ms:.0f}' for ms in rounds['htagweb'])}; raw "
-        f"{', '.join(f'{ms:.0f}' for ms in rounds['raw'])}.",
+        "included; a run creates ~650 htagweb users. Crowds run first, on a young server: "
+        "past a few hundred live processes this VM makes fresh memory several times costlier "
+        "to touch (~3 µs a page under ~2 GB, 15-20 µs past it), an effect of the host.",
+        f"- {len(rounds['htagweb'])} rounds of users arriving at once (ms): "
+        f"{by_host(rounds, ',.0f')}.",
+        "- Server CPU rows: schedstat (exact), summed over every process of the server's "
+        "tree (worker, supervisor, templates, app processes), for each host alike; the "
+        "in-process host and raw run in the worker, the other processes idle meanwhile.",
         cpu_note("new user's page", details["cpu_per_new_user"], "pages"),
-        cpu_note("click", details["cpu_per_click"], "clicks"),
+        "- The in-process host's page cost grows with the users it holds (htag 1.0's "
+        "HRenderer walks every subclass of Tag for a new page, and each live tag has a class "
+        "of its own): the figures above are taken as it fills up to 150 users (full from the "
+        "first crowd on, in a full run); on the young worker, "
+        f"with {young['cpu_per_new_user']['live_users_after']} users or fewer, a new user's "
+        f"page took {young['cpu_per_new_user']['ms_exact']:.2f} ms of server CPU.",
+        cpu_note("WebSocket click", details["cpu_per_ws_click"], "clicks"),
+        cpu_note("HTTP click", details["cpu_per_click"], "clicks"),
+        f"- {burst['users']} users clicking at once, each on its own WebSocket, each sending "
+        "its next click when its answer comes, for "
+        f"{burst['seconds']:g} s per host and round, the hosts in turn; clicks/s by round: "
+        f"{by_host({h: burst[h]['per_second'] for h in HOSTS}, ',.0f')}. Server CPU per "
+        "click meanwhile (ms, schedstat, every process): "
+        f"{by_host({h: burst[h]['server_ms_exact'] for h in HOSTS}, '.2f')}; the bench "
+        "client's own CPU per click (ms): "
+        f"{by_host({h: burst[h]['client_ms'] for h in HOSTS}, '.2f')} (it shares the "
+        "machine's CPUs with the server).",
         f"- Memory read on {memory['users']} idle users (median RSS {memory['rss_median']:,.0f} "
-        f"kB) among {memory['app_processes_running']} app processes; template: {templates}.",
+        f"kB) among {memory['app_processes_running']} app processes; template: {templates}. "
+        f"In-process: the worker's private memory grew by "
+        f"{inproc_memory['worker_private_kB']:,} kB over {inproc_memory['users']} new users "
+        "(a page and a click each), read first, on a young worker.",
         f"- Processes left after the server stopped: {details['leftover_processes']}.",
         f"- CPU during the run: server {machine['server_s']:.1f} s, bench client "
         f"{machine['bench_client_s']:.1f} s, other processes of the machine "
@@ -1128,7 +1339,15 @@ def main() -> None:
         report = "\n".join([markdown(info, rows, details), session_markdown(sessions)])
         results = {
             **info,
-            "rows": [{**asdict(row), "ratio": row.ratio, "met": row.met} for row in rows],
+            "rows": [
+                {
+                    **asdict(row),
+                    "ratio": row.ratio,
+                    "ratio_inproc": row.ratio_inproc,
+                    "met": row.met,
+                }
+                for row in rows
+            ],
             "details": details,
             "sessions": sessions,
         }

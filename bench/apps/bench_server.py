@@ -1,7 +1,13 @@
-"""The benchmark server: htagweb serving the counter, and raw Starlette routes beside it.
+"""The benchmark server: htagweb serving the counter, an in-process htag host serving the
+same counter, and raw Starlette routes beside them, all in one worker process.
 
-The raw routes run in the same worker process and answer the same request shapes with
-bodies of the same size, so that each htagweb figure has a baseline measured alike:
+`app` sends requests under /inproc/ to the in-process host (inproc_host.py: a Starlette
+app of its own that keeps each user's HRenderer in this process, the reference htagweb
+is measured against) and everything else, lifespan included, to htagweb's Runner.
+
+The raw routes are routes of the Runner (its session middleware included) that answer
+the same request shapes with bodies of the same size, so that each htagweb figure has a
+floor measured alike:
 
     GET  /raw/page   the counter's page, as captured by the bench
     POST /raw/click  parses the JSON interaction, answers a click's JSON
@@ -28,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from bench_counter import App
+from inproc_host import PREFIX, InProcessHost
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from htagweb import Runner
@@ -58,7 +66,7 @@ def session_store() -> SessionStore | None:
 
 # One user clicking back to back (~1,000/s) measures the runtime, not the rate limit; one
 # bench client on one address stands for hundreds of users: no per-address limits.
-app = Runner(
+runner = Runner(
     App,
     max_processes=MAX_PROCESSES,
     session_store=session_store(),
@@ -66,6 +74,16 @@ app = Runner(
     new_sessions_per_ip=0,
     max_connections_per_ip=0,
 )
+# As many users as htagweb keeps processes: past that, the least recently active goes.
+inproc = InProcessHost(App, max_users=MAX_PROCESSES)
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    """/inproc/... to the in-process host, everything else to htagweb's Runner."""
+    if scope["type"] != "lifespan" and scope["path"].startswith(PREFIX):
+        await inproc.app(scope, receive, send)
+    else:
+        await runner(scope, receive, send)
 
 
 @functools.cache
@@ -108,10 +126,11 @@ async def status(request: Request) -> Response:
     return JSONResponse(await request.app.gateway.status())
 
 
-app.add_route("/raw/page", raw_page)
-app.add_route("/raw/click", raw_click, methods=["POST"])
-app.router.routes.append(WebSocketRoute("/raw/ws", raw_ws))  # Starlette 1.x: no add_websocket_route
-app.add_route("/status", status)
+runner.add_route("/raw/page", raw_page)
+runner.add_route("/raw/click", raw_click, methods=["POST"])
+# Starlette 1.x: no add_websocket_route
+runner.router.routes.append(WebSocketRoute("/raw/ws", raw_ws))
+runner.add_route("/status", status)
 
 
 async def fill(request: Request) -> Response:
@@ -120,4 +139,4 @@ async def fill(request: Request) -> Response:
     return Response("filled")
 
 
-app.add_route("/fill", fill)
+runner.add_route("/fill", fill)
