@@ -241,3 +241,20 @@ def test_a_malformed_notice_is_logged_and_the_worker_keeps_its_connection(tmp_pa
     supervisor = Supervisor(ServerDir(tmp_path / "server"), os.getpid(), settings)
     supervisor._take_notice({"op": "used"})  # type: ignore[typeddict-item]  # no key
     assert "supervisor notice 'used' failed" in caplog.text
+
+
+def test_the_templates_rehearsal_serves_its_page_through_the_request_loop(monkeypatch):
+    from htagweb.app import process
+
+    served: list[str] = []
+    original = AppProcess._dispatch
+
+    async def recording(self: AppProcess, message: Any, writer: Any) -> Any:
+        served.append(message["op"])
+        reply = await original(self, message, writer)
+        assert reply["kind"] in ("page", "actions"), reply  # nothing refused or failed
+        return reply
+
+    monkeypatch.setattr(AppProcess, "_dispatch", recording)
+    process.rehearse(rounds=2)
+    assert served == ["render", "interact", "render", "interact"]

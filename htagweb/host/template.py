@@ -184,7 +184,10 @@ def main_template(spec: LaunchSpec) -> int:
         failed: TemplateReport = {"kind": "failed", "error": _describe(exc)}
         channel.sendall(encode_frame(failed))
         return 1
-    appprocess.rehearse()  # what every app process runs is warm before it is shared
+    try:
+        appprocess.rehearse()  # what every app process runs is warm before it is shared
+    except Exception:  # only memory is at stake: the template serves without it
+        logger.warning("the template's rehearsal failed", exc_info=True)
     # Objects that exist now are shared with every child: keep the collector from
     # touching (and so copying) their pages.
     gc.collect()
