@@ -75,7 +75,7 @@ def test_default_process_cap_follows_memory(monkeypatch, tmp_path):
     monkeypatch.setenv("HTAGWEB_STATE_DIR", str(tmp_path))
     monkeypatch.setattr(config, "available_memory", lambda: 4 * 1024**3)
     config.default_max_processes.cache_clear()  # read once per process: read again here
-    assert Config().max_processes == 128  # half of 4 GiB at 16 MiB per process
+    assert Config().max_processes == 256  # half of 4 GiB at 8 MiB per process
     monkeypatch.setattr(config, "available_memory", lambda: 64 * 1024**2)
     config.default_max_processes.cache_clear()
     assert Config().max_processes == 8  # never below 8
