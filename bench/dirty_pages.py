@@ -106,35 +106,11 @@ def written(objects: list[object], counts: list[int]) -> collections.Counter[str
 
 
 async def serve_one_user(app_class: type) -> None:
-    """A page load and a click through the app-process loop (as a worker would send)."""
+    """A spare's warm-up, then a page load and a click through the app-process loop."""
     from htagweb.app import process
-    from htagweb.wire.ipc import RpcClient
 
     await process._warm_up()
-    app = process.AppProcess(app_class)
-    ours, theirs = __import__("socket").socketpair()
-    serving = asyncio.ensure_future(
-        app._serve_connection(*await asyncio.open_unix_connection(sock=theirs))
-    )
-    client = RpcClient(*await asyncio.open_unix_connection(sock=ours))
-    store = {"kind": "memory", "max_bytes": 1 << 20, "idle_expiry": 60}
-    render = {
-        "op": "render", "init": [[], {}],
-        "page": {"client_src": "", "parano_src": "", "endpoint": "", "mode": "ws",
-                 "heartbeat": 0, "boot": ""},
-        "session": {"id": "user", "store": store},
-        "options": {"debug": False, "parano": False, "timeout_interaction": 60,
-                    "timeout_inactivity": 0, "interactions_per_second": 200},
-    }  # fmt: skip
-    await client.call(render)
-    buttons = [t for t in app.renderer.tag.childs if getattr(t, "tag", "") == "button"]
-    button = buttons[0]
-    click = {"id": id(button), "method": "__on__", "args": [f"onclick-{id(button)}"],
-             "kargs": {}, "event": {}, "seq": 1}  # fmt: skip
-    await client.call({"op": "interact", "page": "p", "payload": click})
-    client.close()
-    await asyncio.sleep(0)
-    serving.cancel()
+    await process.rehearsal(app_class, rounds=1)
 
 
 def main() -> None:

@@ -378,11 +378,13 @@ def rehearse(rounds: int = REHEARSAL_ROUNDS) -> None:
     process copies the pages it lives on into that process. Run here first, it is warm in
     the template, and its pages stay shared with every app process. No app code runs.
     """
-    asyncio.run(_rehearsal(rounds))
+    asyncio.run(rehearsal(_WarmUp, rounds))
 
 
-async def _rehearsal(rounds: int) -> None:
-    app = AppProcess(_WarmUp)
+async def rehearsal(tag_class: type[Tag], rounds: int) -> None:
+    """A page load and a click on its first button, `rounds` times, sent to a throwaway
+    AppProcess of `tag_class` as a worker sends them (bench/dirty_pages.py uses it too)."""
+    app = AppProcess(tag_class)
     ours, theirs = socket.socketpair()
     server_side = await asyncio.open_unix_connection(sock=theirs)
     serving = asyncio.ensure_future(app._serve_connection(*server_side))
@@ -400,7 +402,7 @@ async def _rehearsal(rounds: int) -> None:
     for _ in range(rounds):
         await client.call(dict(render))
         assert app.renderer is not None
-        button = app.renderer.tag.childs[1]
+        button = next(t for t in app.renderer.tag.childs if getattr(t, "tag", "") == "button")
         click = {"id": id(button), "method": "__on__", "args": [f"onclick-{id(button)}"],
                  "kargs": {}, "event": {}, "seq": 1}  # fmt: skip
         await client.call({"op": "interact", "page": "rehearsal", "payload": click})
