@@ -126,9 +126,10 @@ class Gateway:
         if now - self._use_noticed.get(key, -USE_NOTICE_INTERVAL) < USE_NOTICE_INTERVAL:
             return
         if len(self._use_noticed) >= USE_NOTICES_PRUNED_AT:
-            self._use_noticed = {
-                k: t for k, t in self._use_noticed.items() if now - t < USE_NOTICE_INTERVAL
-            }
+            recent = {k: t for k, t in self._use_noticed.items() if now - t < USE_NOTICE_INTERVAL}
+            # Mostly recent, it would be pruned again at once: forgetting all costs one early
+            # notice per process instead.
+            self._use_noticed = recent if len(recent) < USE_NOTICES_PRUNED_AT // 2 else {}
         self._use_noticed[key] = now
         self.supervisor.notify({"op": "used", "key": key, "engaged": True})
 
