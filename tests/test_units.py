@@ -258,3 +258,20 @@ def test_the_templates_rehearsal_serves_its_page_through_the_request_loop(monkey
     monkeypatch.setattr(AppProcess, "_dispatch", recording)
     process.rehearse(rounds=2)
     assert served == ["render", "interact", "render", "interact"]
+
+
+def test_the_use_notice_throttle_stays_bounded(monkeypatch):
+    from htagweb.web import gateway as gateway_module
+
+    clock = [100.0]
+    monkeypatch.setattr(gateway_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(gateway_module, "USE_NOTICES_PRUNED_AT", 10)
+    gateway = Gateway({"start_method": "fork", "max_processes": 8})
+    gateway.supervisor = RecordingSupervisor()  # type: ignore[assignment]
+    for n in range(9):
+        gateway._note_use(f"old{n}")
+    clock[0] += 5.0  # all of those are past the interval now
+    for n in range(25):  # more recent keys than the bound, all in the same second
+        gateway._note_use(f"new{n}")
+        assert len(gateway._use_noticed) <= 10
+    assert len(gateway.supervisor.notices) == 9 + 25  # each told once, none held back
