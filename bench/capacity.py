@@ -1,8 +1,9 @@
 """Capacity: how many live users one htagweb server holds on this machine.
 
-    python bench/capacity.py                          500, 1,000, 2,000 users, default cap
+    python bench/capacity.py                          500 to 5,000 users, htagweb's defaults
     python bench/capacity.py --users 50,100           a quick debugging run
     python bench/capacity.py --users 2000 --max-processes 2100
+    python bench/capacity.py --merge-memory           the same, pages merged (KSM, root)
 
 For each N, in ascending order, a fresh server (bench/apps/bench_server.py under one
 uvicorn worker, as bench/run.py starts it; never two at once) gets N users: each loads
@@ -15,14 +16,19 @@ timeout). Per N: click p50/p99, errors, the private memory of the whole server t
 Private_Dirty), server CPU per click, wall time. The largest N with click p99 under
 100 ms and no error is the capacity.
 
-The cap: without --max-processes, htagweb's own default (half of MemAvailable at 16 MB
-per process, htagweb.config.default_max_processes) is computed here and handed to
-bench_server through HTAGWEB_BENCH_MAX_PROCESSES (bench_server would otherwise use 150).
-bench_server turns off the per-address limits (every bench user comes from 127.0.0.1);
-everything else is the Runner's default.
+The cap: without --max-processes, htagweb's own defaults (the process count from the
+machine's memory, and the memory reserve past which each new user's process replaces the
+least recently used one), through HTAGWEB_BENCH_MAX_PROCESSES=default (bench_server would
+otherwise use 150). bench_server turns off the per-address limits (every bench user comes
+from 127.0.0.1); everything else is the Runner's default.
 
-Safety: before each N and every few users opened, MemAvailable is read; under 3 GiB
-(--min-available-gib) no more users are opened and the N is reported "stopped: memory".
+--merge-memory serves with merge_memory (HTAGWEB_MERGE_MEMORY=1) and runs the kernel's KSM
+daemon for the run (root: /sys/kernel/mm/ksm, put back as it was afterwards, merged pages
+unmerged); its CPU is counted as the server's (role "ksmd").
+
+Safety: before each N and every few users opened, MemAvailable is read; under 1 GiB
+(--min-available-gib, below htagweb's own reserve, so that the server's reserve is what a
+run meets first) no more users are opened and the N is reported "stopped: memory".
 
 Each invocation adds its runs to bench/results/capacity.json (a run per cap and clicks in
 flight: a later run with the same two replaces it; --fresh starts the file over) and rewrites
@@ -48,7 +54,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import (
-    REPO_DIR,
     RESULTS_DIR,
     KeepAlive,
     Server,
@@ -62,13 +67,14 @@ from run import (
     smaps_rollup,
 )
 
-sys.path.insert(0, str(REPO_DIR))
-from htagweb.config import MEMORY_PER_PROCESS_BUDGET, default_max_processes
-
 GIB = 1024**3
 LATENCY_TARGET_MS = 100.0
 CLICK_TIMEOUT = 10.0
 MEMORY_CHECK_EVERY = 25  # users opened between two MemAvailable readings
+KSM = Path("/sys/kernel/mm/ksm")
+# The daemon's pace for a run: a page scanned 250,000 times a second (~1 GB/s), so that it
+# keeps up with users arriving 20 at a time; its default (5,000 a second) takes minutes.
+KSM_RUN_SETTINGS = {"pages_to_scan": "5000", "sleep_millisecs": "20", "run": "1"}
 
 
 def mem_available() -> int:
@@ -238,6 +244,7 @@ async def tree_memory(server: Server) -> dict[str, Any]:
         "private_kB_by_role": by_role,
         "processes_by_role": counts,
         "max_processes": status.get("max_processes"),
+        "memory_reserve": status.get("memory_reserve", 0),
     }
 
 
@@ -246,14 +253,23 @@ async def measure(server: Server, n: int, args: argparse.Namespace) -> dict[str,
     result: dict[str, Any] = {"users_asked": n}
     began = time.perf_counter()
     client_cpu = sum(os.times()[:2])
-    before = cpu_seconds(server.pids())
+    ksmd = ksmd_pid() if args.merge_memory else None
+
+    def counted() -> list[int]:
+        """The server's processes, and the kernel's KSM daemon when it works for it."""
+        return server.pids() + ([ksmd] if ksmd else [])
+
+    def with_ksmd(roles: dict[int, str]) -> dict[int, str]:
+        return {**roles, ksmd: "ksmd"} if ksmd else roles
+
+    before = cpu_seconds(counted())
     users, load_times, load_errors, stopped = await open_users(
         server, n, args.open_concurrency, floor
     )
     opened_at = time.perf_counter()
-    after = cpu_seconds(server.pids())
+    after = cpu_seconds(counted())
     async with new_client(server.url) as client:
-        roles = await server_roles(server, client)
+        roles = with_ksmd(await server_roles(server, client))
     loads = cpu_spent(before, after, roles, max(1, len(users)))
     result.update(
         users_opened=len(users),
@@ -268,6 +284,8 @@ async def measure(server: Server, n: int, args: argparse.Namespace) -> dict[str,
         stopped=stopped,
     )
     await asyncio.sleep(1.0)  # let spares and evictions settle
+    if ksmd:
+        result["ksm_settle_seconds"] = await ksm_settled()
     result["memory_after_open"] = await tree_memory(server)
     result["mem_available_GiB_after_open"] = mem_available() / GIB
 
@@ -275,7 +293,7 @@ async def measure(server: Server, n: int, args: argparse.Namespace) -> dict[str,
     errors: dict[str, int] = {}
     samples: list[str] = []
     rounds = []
-    before = cpu_seconds(server.pids())
+    before = cpu_seconds(counted())
     client_before = sum(os.times()[:2])
     clicks_began = time.perf_counter()
     for _ in range(args.rounds if users else 0):
@@ -299,9 +317,9 @@ async def measure(server: Server, n: int, args: argparse.Namespace) -> dict[str,
         )
     clicks_wall = time.perf_counter() - clicks_began
     client_clicks = sum(os.times()[:2]) - client_before
-    after = cpu_seconds(server.pids())
+    after = cpu_seconds(counted())
     async with new_client(server.url) as client:
-        roles = await server_roles(server, client)
+        roles = with_ksmd(await server_roles(server, client))
     clicks = len(users) * len(rounds)
     cpu = cpu_spent(before, after, roles, max(1, clicks))
     memory = await tree_memory(server)
@@ -348,9 +366,48 @@ async def measure(server: Server, n: int, args: argparse.Namespace) -> dict[str,
     return result
 
 
-def run_one(n: int, cap: int, args: argparse.Namespace) -> dict[str, Any]:
+@contextlib.contextmanager
+def ksm_running() -> Any:
+    """The kernel's KSM daemon on at KSM_RUN_SETTINGS; its settings put back afterwards, and
+    what it merged unmerged when it was off before."""
+    saved = {name: (KSM / name).read_text().strip() for name in KSM_RUN_SETTINGS}
+    try:
+        for name, value in KSM_RUN_SETTINGS.items():
+            (KSM / name).write_text(value)
+        yield
+    finally:
+        if saved["run"] == "0":
+            (KSM / "run").write_text("2")  # unmerge everything before stopping
+        for name, value in saved.items():
+            (KSM / name).write_text(value)
+
+
+async def ksm_settled(timeout: float = 600.0) -> float:
+    """Wait for two more full scans of the KSM daemon (a page is merged on the second scan
+    that finds it unchanged); the seconds waited."""
+    began = time.perf_counter()
+    target = int((KSM / "full_scans").read_text()) + 2
+    while int((KSM / "full_scans").read_text()) < target:
+        if time.perf_counter() - began > timeout:
+            raise TimeoutError("the KSM daemon did not finish two scans")
+        await asyncio.sleep(0.5)  # the kernel offers no notification: poll its counter
+    return time.perf_counter() - began
+
+
+def ksmd_pid() -> int | None:
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().strip() == "ksmd":
+                return int(comm.parent.name)
+    return None
+
+
+def run_one(n: int, cap: int | None, args: argparse.Namespace) -> dict[str, Any]:
     """One fresh server, n users; the server is always stopped and its tree checked."""
-    server = Server({"HTAGWEB_BENCH_MAX_PROCESSES": str(cap)})
+    env = {"HTAGWEB_BENCH_MAX_PROCESSES": str(cap) if cap else "default"}
+    if args.merge_memory:
+        env["HTAGWEB_MERGE_MEMORY"] = "1"
+    server = Server(env)
     result: dict[str, Any] = {"users_asked": n}
     try:
         server.start()
@@ -385,7 +442,10 @@ def limit_of(r: dict[str, Any], cap: int) -> str:
     reasons = []
     reloads = r.get("click_errors_by_kind", {}).get("reload (410)", 0)
     if reloads:
-        reasons.append(f"cap {cap}: {reloads:,} clicks of evicted users answered 410 reload")
+        reasons.append(
+            f"cap {cap:,} or memory reserve: {reloads:,} clicks of evicted users answered "
+            "410 reload"
+        )
     others = r.get("click_errors", 0) - reloads
     if others:
         reasons.append(f"{others:,} other click errors")
@@ -411,8 +471,9 @@ def markdown(report: dict[str, Any]) -> str:
         "each loading the counter page (its own app process), then rounds in which every "
         'user clicks "+" once over keep-alive HTTP (clicks in flight: see each run). A '
         "click is an error unless it answers 200 with the user's next count (410 "
-        '"reload": the user\'s process was ended at the cap). Memory: Private_Clean + '
-        "Private_Dirty (smaps_rollup) summed over the whole server tree after the clicks. "
+        '"reload": the user\'s process was ended at the cap or the memory reserve). '
+        "Memory: Private_Clean + Private_Dirty (smaps_rollup) summed over the whole server "
+        "tree after the clicks. "
         "Server CPU: every process of the tree (schedstat), over the click rounds. The bench "
         "client runs on the same machine and shares its CPUs. **Held**: all N users opened, "
         f"no error, click p99 < {LATENCY_TARGET_MS:.0f} ms.",
@@ -421,7 +482,8 @@ def markdown(report: dict[str, Any]) -> str:
     for run in report["runs"]:
         cap = run["max_processes"]
         lines += [
-            f"## max_processes = {cap:,} ({run['cap_source']}), "
+            f"## {'defaults' if run.get('defaults') else f'max_processes = {cap:,}'}"
+            f"{', merge_memory' if run.get('merge_memory') else ''} ({run['cap_source']}), "
             f"{run['click_concurrency']} clicks in flight",
             "",
             f"Command: `{run['command']}`; {run['rounds']} click rounds, "
@@ -473,19 +535,48 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_all(ns: list[int], cap: int | None, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each N in turn, a fresh server each; stops at the first N stopped or failed."""
+    results: list[dict[str, Any]] = []
+    floor = int(args.min_available_gib * GIB)
+    for n in ns:
+        if mem_available() < floor:
+            results.append(
+                {
+                    "users_asked": n,
+                    "held": False,
+                    "stopped": "memory: under the floor before the server started",
+                }
+            )
+            break
+        print(f"N = {n:,} (cap {cap or 'default'}) ...", flush=True)
+        result = run_one(n, cap, args)
+        results.append(result)
+        print(json.dumps({k: result.get(k) for k in (
+            "users_opened", "click_ms", "click_errors", "click_errors_by_kind",
+            "memory_private_MB", "server_cpu_ms_per_click", "wall_seconds", "stopped",
+            "failed", "held")}), flush=True)  # fmt: skip
+        if result.get("stopped") or result.get("failed"):
+            break
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", default="500,1000,2000", help="comma-separated Ns")
+    parser.add_argument("--users", default="500,1000,2000,5000", help="comma-separated Ns")
     parser.add_argument(
         "--max-processes",
         type=int,
         default=None,
-        help="the process cap (default: htagweb's, from MemAvailable)",
+        help="the process cap (default: htagweb's own defaults)",
+    )
+    parser.add_argument(
+        "--merge-memory", action="store_true", help="merge_memory on, KSM running (root)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="click rounds per N")
     parser.add_argument("--open-concurrency", type=int, default=20)
     parser.add_argument("--click-concurrency", type=int, default=50)
-    parser.add_argument("--min-available-gib", type=float, default=3.0)
+    parser.add_argument("--min-available-gib", type=float, default=1.0)
     parser.add_argument("--fresh", action="store_true", help="start capacity.json over")
     parser.add_argument("--notes", type=Path, help="a text file: the report's notes")
     parser.add_argument(
@@ -501,41 +592,27 @@ def main() -> None:
         (RESULTS_DIR / "capacity.md").write_text(markdown(report))
         return
     ns = sorted(int(n) for n in args.users.split(","))
-    cap = args.max_processes or default_max_processes()
-    source = (
-        "--max-processes"
-        if args.max_processes
-        else (f"htagweb's default: MemAvailable / 2 / {MEMORY_PER_PROCESS_BUDGET // 2**20} MB")
-    )
+    cap = args.max_processes
+    source = "--max-processes" if cap else "htagweb's defaults"
     fds = raise_fd_limit(4 * max(ns) + 1024)
-
-    results = []
-    floor = int(args.min_available_gib * GIB)
-    for n in ns:
-        if mem_available() < floor:
-            results.append(
-                {
-                    "users_asked": n,
-                    "held": False,
-                    "stopped": "memory: under the floor before the server started",
-                }
-            )
-            break
-        print(f"N = {n:,} (cap {cap:,}) ...", flush=True)
-        result = run_one(n, cap, args)
-        results.append(result)
-        print(json.dumps({k: result.get(k) for k in (
-            "users_opened", "click_ms", "click_errors", "click_errors_by_kind",
-            "memory_private_MB", "server_cpu_ms_per_click", "wall_seconds", "stopped",
-            "failed", "held")}), flush=True)  # fmt: skip
-        if result.get("stopped") or result.get("failed"):
-            break
+    with ksm_running() if args.merge_memory else contextlib.nullcontext():
+        results = run_all(ns, cap, args)
+    served = [r["memory"] for r in results if "memory" in r]
+    if served:
+        source += (
+            f": max_processes {served[0]['max_processes']:,}, memory reserve "
+            f"{served[0]['memory_reserve'] / GIB:.1f} GiB"
+        )
+    if args.merge_memory:
+        source += ", merge_memory with KSM running"
 
     report: dict[str, Any] = {}
     if path.exists() and not args.fresh:
         report = json.loads(path.read_text())
     run = {
-        "max_processes": cap,
+        "max_processes": cap or (served[0]["max_processes"] if served else 0),
+        "defaults": cap is None,
+        "merge_memory": args.merge_memory,
         "cap_source": source,
         "command": shlex.join(["python", *sys.argv]),
         "rounds": args.rounds,
@@ -545,10 +622,12 @@ def main() -> None:
         "largest_held": largest_held(results),
         "results": results,
     }
-    key = (cap, args.click_concurrency)
-    runs = [
-        r for r in report.get("runs", []) if (r["max_processes"], r["click_concurrency"]) != key
-    ] + [run]
+
+    def key_of(r: dict[str, Any]) -> tuple[Any, ...]:
+        cap_key = "default" if r.get("defaults") else r["max_processes"]
+        return (cap_key, r["click_concurrency"], r.get("merge_memory", False))
+
+    runs = [r for r in report.get("runs", []) if key_of(r) != key_of(run)] + [run]
     if args.notes:
         report["notes"] = args.notes.read_text()
     report.update(
@@ -558,7 +637,15 @@ def main() -> None:
             if k != "sizes"
         },
         mem_total_GiB=os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GIB,
-        runs=sorted(runs, key=lambda r: (r["max_processes"], -r["click_concurrency"])),
+        runs=sorted(
+            runs,
+            key=lambda r: (
+                not r.get("defaults"),
+                r.get("merge_memory", False),
+                r["max_processes"],
+                -r["click_concurrency"],
+            ),
+        ),
     )
     RESULTS_DIR.mkdir(exist_ok=True)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False))

@@ -5,6 +5,7 @@ An argument wins over the environment; the environment fills what no argument gi
     HTAGWEB_START_METHOD  start_method ("fork", or "spawn" where fork is unsafe)
     HTAGWEB_STATE_DIR     state_dir (else $XDG_STATE_HOME/htagweb, ~/.local/state/htagweb)
     HTAGWEB_SECRET_KEY    secret_key (else a key kept in state_dir)
+    HTAGWEB_MERGE_MEMORY  merge_memory ("1": app processes' identical pages are merged)
 
 (HTAGWEB_HOST, HTAGWEB_PORT and HTAGWEB_RUNTIME_DIR are read where a server starts: by
 Runner.run() and htagweb.runtime.) What the supervisor and the app processes need is
@@ -20,15 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .machine import total_memory
 from .sessions import SessionStore, SQLiteStore
 from .sessions.base import private_dir
 from .wire.messages import AppOptions
 from .wire.protocol import MAX_INTERACTION_BYTES
 
 START_METHODS = ("fork", "spawn")
-# What the default process cap assumes per user: an idle process measures about 4.8 MB of
-# private memory (bench/), and the rest leaves room for what an app holds.
-MEMORY_PER_PROCESS_BUDGET = 8 * 1024 * 1024
+MIB = 1024 * 1024
+# The default process cap counts what no app process goes under (about 4.8 MB idle, half a
+# megabyte once its pages are merged: bench/): memory is what stops new processes first,
+# through the reserve below; the count only bounds the other things a process holds.
+MEMORY_PER_PROCESS_FLOOR = 2 * MIB
+# The default memory reserve: a tenth of the machine, within these bounds. Past it, every
+# new app process replaces the least recently used one instead of adding to the total.
+MEMORY_RESERVE_BOUNDS = (256 * MIB, 4096 * MIB)
 # Per client address, defaults that a crowd behind one proxy does not reach: past them a
 # page load gets 429, a WebSocket or event stream is refused.
 DEFAULT_NEW_SESSIONS_PER_IP = 600.0  # a minute, bursts of as many
@@ -36,25 +43,18 @@ DEFAULT_CONNECTIONS_PER_SESSION = 32  # open WebSockets and event streams, per w
 DEFAULT_CONNECTIONS_PER_IP = 512
 
 
-def available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 2 * 1024**3
+# Read once per process, so that every Runner of a server gets the same.
+@functools.cache
+def default_max_processes() -> int:
+    """The machine's memory at MEMORY_PER_PROCESS_FLOOR per app process."""
+    return max(8, total_memory() // MEMORY_PER_PROCESS_FLOOR)
 
 
 @functools.cache
-def default_max_processes() -> int:
-    """Half the available memory, at MEMORY_PER_PROCESS_BUDGET per app process (read once
-    per process, so that every Runner of a server gets the same)."""
-    return max(8, available_memory() // 2 // MEMORY_PER_PROCESS_BUDGET)
+def default_memory_reserve() -> int:
+    """A tenth of the machine's memory, within MEMORY_RESERVE_BOUNDS."""
+    low, high = MEMORY_RESERVE_BOUNDS
+    return min(high, max(low, total_memory() // 10))
 
 
 def default_state_dir() -> Path:
@@ -75,7 +75,9 @@ class Config:
     timeout_interaction: float = 60
     timeout_inactivity: float = 0
     start_method: str | None = None  # None: HTAGWEB_START_METHOD, else "fork"
-    max_processes: int | None = None  # None: from the memory available
+    max_processes: int | None = None  # None: from the machine's memory
+    memory_reserve: int | None = None  # bytes; None: a tenth of the machine's; 0: none
+    merge_memory: bool | None = None  # None: HTAGWEB_MERGE_MEMORY, else off
     # None: HTAGWEB_SECRET_KEY, else one kept on disk; never shown in a repr (logs, tracebacks)
     secret_key: str | bytes | None = field(default=None, repr=False)
     session_cookie: str = "session"
@@ -98,6 +100,8 @@ class Config:
             timeout_interaction=_seconds("timeout_interaction", self.timeout_interaction),
             timeout_inactivity=_seconds("timeout_inactivity", self.timeout_inactivity),
             max_processes=_max_processes(self.max_processes),
+            memory_reserve=_memory_reserve(self.memory_reserve),
+            merge_memory=_merge_memory(self.merge_memory),
             secret_key=self.secret_key or os.environ.get("HTAGWEB_SECRET_KEY") or None,
             state_dir=Path(self.state_dir),
             allowed_origins=frozenset(o.rstrip("/").lower() for o in self.allowed_origins),
@@ -145,7 +149,12 @@ class Config:
 
     def supervisor_settings(self) -> dict[str, Any]:
         """What the server's supervisor is started with (one supervisor per server)."""
-        return {"start_method": self.start_method, "max_processes": self.max_processes}
+        return {
+            "start_method": self.start_method,
+            "max_processes": self.max_processes,
+            "memory_reserve": self.memory_reserve,
+            "merge_memory": self.merge_memory,
+        }
 
     def app_options(
         self,
@@ -191,6 +200,27 @@ def _max_processes(value: Any) -> int:
     return value
 
 
+def _memory_reserve(value: Any) -> int:
+    if value is None:
+        return default_memory_reserve()
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"memory_reserve must be a number of bytes >= 0, not {value!r}")
+    return value
+
+
+def _merge_memory(value: Any) -> bool:
+    if value is None:
+        text = os.environ.get("HTAGWEB_MERGE_MEMORY", "").strip().lower()
+        if text in ("", "0", "false", "no", "off"):
+            return False
+        if text in ("1", "true", "yes", "on"):
+            return True
+        raise ValueError(f"HTAGWEB_MERGE_MEMORY must be 1 or 0, not {text!r}")
+    if not isinstance(value, bool):
+        raise ValueError(f"merge_memory must be True or False, not {value!r}")
+    return value
+
+
 # The supervisor settings of this process's Runners: a server has one supervisor, so a
 # Runner asking for other ones would silently get the first one's.
 _supervisor_settings: dict[str, Any] | None = None
@@ -206,7 +236,7 @@ def one_supervisor(config: Config) -> dict[str, Any]:
     elif settings != _supervisor_settings:
         raise ValueError(
             f"this server already has a Runner with {_supervisor_settings}, and a server has "
-            "one supervisor: give every Runner the same start_method and max_processes, "
-            f"not {settings}"
+            "one supervisor: give every Runner the same start_method, max_processes, "
+            f"memory_reserve and merge_memory, not {settings}"
         )
     return settings

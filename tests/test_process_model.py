@@ -313,6 +313,40 @@ def test_cap_holds_when_a_crowd_arrives_at_once(serve):
         assert wait_for_exit(pid, 10)
 
 
+def test_under_the_memory_reserve_a_new_user_replaces_the_least_recently_used(serve):
+    # A reserve larger than the machine: memory is always short, whatever the count.
+    server = serve(COUNTER, env={"COUNTER_HTTP_ONLY": "1", "COUNTER_MEMORY_RESERVE": str(1 << 60)})
+    first, second = User(server.url), User(server.url)
+    first_page = first.get()
+    assert count_in(first.post(first_page, first_page.click("inc"))) == 1
+    second_page = second.get()  # never an error page: the least recently used one ends
+    assert wait_for_exit(int(first_page.text_of("pid")), 10)
+    assert count_in(second.post(second_page, second_page.click("inc"))) == 1
+    assert first.post(first_page, first_page.click("inc")).json() == {"reload": True}
+    status = httpx.get(server.url + "/status").json()
+    assert len(status["processes"]) == 1 and status["spares"] == []  # no spare costs a user
+
+
+def ksm_flag(pid: int) -> str:
+    """Whether the kernel may merge this process's pages (Linux >= 6.4 reports it)."""
+    with open(f"/proc/{pid}/ksm_stat") as ksm_stat:
+        stat = ksm_stat.read()
+    return stat.split("ksm_merge_any:")[1].split()[0]
+
+
+def test_merge_memory_marks_app_processes_mergeable_and_only_when_asked(serve):
+    merged = serve(COUNTER, env={"HTAGWEB_MERGE_MEMORY": "1"})
+    plain = serve(COUNTER)
+    merged_pid = int(User(merged.url).get().text_of("pid"))
+    plain_pid = int(User(plain.url).get().text_of("pid"))
+    assert (ksm_flag(merged_pid), ksm_flag(plain_pid)) == ("yes", "no")
+    with open("/sys/kernel/mm/ksm/run") as run:
+        ksm_running = run.read().strip() == "1"
+    if not ksm_running:  # asked for while the kernel's KSM daemon is off: the operator is told
+        assert merged.wait_for_log("KSM is not running") == 1
+    assert "KSM" not in plain.log
+
+
 def test_websocket_attaches_to_the_instance_the_page_load_created(serve):
     server = serve(COUNTER)
     user = User(server.url)

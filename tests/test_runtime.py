@@ -61,6 +61,9 @@ def test_stale_server_dirs_are_removed_but_live_ones_kept(tmp_path):
         {"timeout_interaction": -1},
         {"timeout_inactivity": "5"},
         {"max_processes": 0},
+        {"memory_reserve": -1},
+        {"memory_reserve": "2G"},
+        {"merge_memory": "yes"},
     ],
 )
 def test_bad_options_are_refused_clearly(options, monkeypatch):
@@ -69,17 +72,38 @@ def test_bad_options_are_refused_clearly(options, monkeypatch):
         Config(**options)
 
 
-def test_default_process_cap_follows_memory(monkeypatch, tmp_path):
+def test_default_process_cap_and_reserve_follow_memory(monkeypatch, tmp_path):
     from htagweb import config
 
+    def machine(total: int) -> None:
+        monkeypatch.setattr(config, "total_memory", lambda: total)
+        config.default_max_processes.cache_clear()  # read once per process: read again here
+        config.default_memory_reserve.cache_clear()
+
     monkeypatch.setenv("HTAGWEB_STATE_DIR", str(tmp_path))
-    monkeypatch.setattr(config, "available_memory", lambda: 4 * 1024**3)
-    config.default_max_processes.cache_clear()  # read once per process: read again here
-    assert Config().max_processes == 256  # half of 4 GiB at 8 MiB per process
-    monkeypatch.setattr(config, "available_memory", lambda: 64 * 1024**2)
-    config.default_max_processes.cache_clear()
+    machine(4 * 1024**3)
+    assert Config().max_processes == 2048  # 4 GiB at 2 MiB per process
+    assert Config().memory_reserve == 4 * 1024**3 // 10
+    machine(12 * 1024**2)
     assert Config().max_processes == 8  # never below 8
+    assert Config().memory_reserve == 256 * 1024**2  # never below 256 MiB
+    machine(256 * 1024**3)
+    assert Config().memory_reserve == 4 * 1024**3  # never above 4 GiB
+    assert Config(memory_reserve=0).memory_reserve == 0
     config.default_max_processes.cache_clear()
+    config.default_memory_reserve.cache_clear()
+
+
+def test_merge_memory_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("HTAGWEB_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("HTAGWEB_MERGE_MEMORY", raising=False)
+    assert Config().merge_memory is False
+    monkeypatch.setenv("HTAGWEB_MERGE_MEMORY", "1")
+    assert Config().merge_memory is True
+    assert Config(merge_memory=False).merge_memory is False
+    monkeypatch.setenv("HTAGWEB_MERGE_MEMORY", "maybe")
+    with pytest.raises(ValueError, match="HTAGWEB_MERGE_MEMORY"):
+        Config()
 
 
 def test_an_argument_wins_over_the_environment(monkeypatch, tmp_path):
@@ -119,3 +143,19 @@ def test_a_misspelt_runner_option_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv("HTAGWEB_STATE_DIR", str(tmp_path))
     with pytest.raises(TypeError, match="unknown options: max_procesess"):
         Runner(max_procesess=3)
+
+
+def test_a_server_process_raises_its_open_files_limit_to_the_hard_one():
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    code = "from htagweb.machine import raise_open_files_limit; print(raise_open_files_limit())"
+    lowered = subprocess.run(
+        [sys.executable, "-c", code],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    assert int(lowered.stdout) == wanted

@@ -20,6 +20,7 @@ from htagweb.app.process import AppProcess
 from htagweb.appref import AppRef
 from htagweb.host.admission import LimitReached
 from htagweb.host.launchers import Launcher
+from htagweb.host.memory import MemoryFloor
 from htagweb.host.processes import AppProcesses
 from htagweb.host.records import AppProcessRecord
 from htagweb.host.supervisor import Supervisor
@@ -34,7 +35,8 @@ class RecordingLauncher(Launcher):
     processes: a "launched" process is a pid from 1000 up and an empty socket file."""
 
     def __init__(self) -> None:
-        super().__init__(REF, {"sys_path": [], "cwd": "", "log_level": 0}, lambda pid: None)
+        spec: Any = {"sys_path": [], "cwd": "", "log_level": 0, "merge_memory": False}
+        super().__init__(REF, spec, lambda pid: None)
         self.launched: list[int] = []
         self.killed: list[int] = []
 
@@ -234,6 +236,32 @@ def test_at_the_cap_a_new_user_ends_the_process_that_goes_first(processes):
     asyncio.run(scenario())
     assert launcher.killed == [2]  # the least recently used; the cap of 3 holds
     assert sorted(processes.by_key) == ["key1", "key3", "new"]
+
+
+def test_under_the_memory_reserve_each_new_user_replaces_one_and_no_spare_is_made(processes):
+    launcher = RecordingLauncher()
+    now = time.monotonic()
+    available = [8 << 30]
+    processes.memory = MemoryFloor(1 << 30, read=lambda: available[0])
+    processes.max_processes, processes.spares_per_app = 64, 2
+    add_process(processes, launcher, 1, "192.0.2.1", engaged_at=now - 50, used_at=now - 50)
+    add_process(processes, launcher, 2, "192.0.2.2", engaged_at=now - 90, used_at=now - 90)
+
+    async def scenario() -> None:
+        started_with(processes, launcher)
+        await processes.ensure(REF, "plenty", stale=False, client=None, owner="o")
+        await settle()
+        assert launcher.killed == [] and len(processes.spares[REF.fqn]) == 2
+        for spare in processes.spares.pop(REF.fqn):  # the spares are used up by others
+            processes.by_pid.pop(spare.pid)
+        available[0] = 512 << 20  # under the reserve of 1 GiB
+        record = await processes.ensure(REF, "short", stale=False, client=None, owner="o")
+        await settle()
+        assert record.key == "short" and launcher.killed == [2]  # one in, one out
+        assert processes.spares[REF.fqn] == []  # no user's process makes room for a spare
+
+    asyncio.run(scenario())
+    assert sorted(processes.by_key) == ["key1", "plenty", "short"]
 
 
 def test_a_malformed_notice_is_logged_and_the_worker_keeps_its_connection(tmp_path, caplog):

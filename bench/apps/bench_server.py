@@ -47,7 +47,9 @@ from htagweb.sessions import MemoryStore, SessionStore
 SAMPLES = Path(os.environ.get("HTAGWEB_BENCH_SAMPLES", "."))
 # A production-like cap: the run creates ~600 users, and past a few hundred live processes
 # this VM makes fresh memory much costlier to touch, which would swamp htagweb's own costs.
-MAX_PROCESSES = int(os.environ.get("HTAGWEB_BENCH_MAX_PROCESSES", "150"))
+# "default" leaves htagweb's own (bench/capacity.py measures what the defaults hold).
+CAP_SETTING = os.environ.get("HTAGWEB_BENCH_MAX_PROCESSES", "150")
+MAX_PROCESSES = None if CAP_SETTING == "default" else int(CAP_SETTING)
 
 
 def session_store() -> SessionStore | None:
@@ -75,7 +77,7 @@ runner = Runner(
     max_connections_per_ip=0,
 )
 # As many users as htagweb keeps processes: past that, the least recently active goes.
-inproc = InProcessHost(App, max_users=MAX_PROCESSES)
+inproc = InProcessHost(App, max_users=MAX_PROCESSES or 150)
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -40,6 +40,7 @@ class AppSpec(TypedDict):
     sys_path: list[str]
     cwd: str
     log_level: int
+    merge_memory: bool
 
 
 class LaunchError(RuntimeError):

@@ -30,6 +30,7 @@ from ..runtime import ServerDir, process_running
 from ..wire.messages import ClientLimits
 from .admission import Admission
 from .launchers import Launcher, LaunchError, LauncherSet
+from .memory import MemoryFloor
 from .records import AppProcessRecord, first_to_end
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,14 @@ class AppProcesses:
         max_processes: int,
         spares_per_app: int,
         spawn_task: Callable[[Coroutine[Any, Any, None]], None],
+        memory: MemoryFloor | None = None,
     ) -> None:
         self.server_dir = server_dir
         self.launchers = launchers
         self.max_processes = max_processes
         self.spares_per_app = spares_per_app
         self._spawn_task = spawn_task
+        self.memory = memory or MemoryFloor(0)
         self.by_key: dict[str, AppProcessRecord] = {}  # users' processes
         self.by_pid: dict[int, AppProcessRecord] = {}  # every process, spares included
         self.spares: dict[str, list[AppProcessRecord]] = {}  # by app fqn
@@ -165,6 +168,8 @@ class AppProcesses:
         fqn = launcher.ref.fqn
         try:
             while self._wants_spare(launcher):
+                if self.memory.short():  # no user's process makes room for a spare
+                    break
                 if self.live_total() >= self.max_processes and not self.evict_one(keep=""):
                     break
                 socket_path = self.server_dir.apps / f"spare-{next(self._spare_names)}.sock"
@@ -211,8 +216,14 @@ class AppProcesses:
             self._launching -= 1
 
     def enforce_cap(self, keep: str, incoming: int = 0) -> None:
-        """Past the cap, end spares, then processes in eviction order (no error page)."""
+        """Past the cap, end spares, then processes in eviction order (no error page).
+
+        Under the memory reserve, the incoming process replaces one: what an ended process
+        frees shows only once it has exited, so ending more now would overshoot.
+        """
         excess = self.live_total() + incoming - self.max_processes
+        if incoming and self.memory.short():
+            excess = max(excess, incoming)
         for spares in self.spares.values():
             while excess > 0 and spares:
                 spare = spares.pop()
@@ -226,7 +237,11 @@ class AppProcesses:
         record = first_to_end(self.by_key.values(), keep)
         if record is None:
             return False
-        logger.info("process cap %s reached: ending process %s", self.max_processes, record.pid)
+        logger.info(
+            "process cap reached (%s processes, or the memory reserve): ending process %s",
+            self.max_processes,
+            record.pid,
+        )
         self.end(record)
         return True
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ..appref import AppRef
+from ..machine import raise_open_files_limit
 from ..runtime import ServerDir, log_to_stderr, process_alive, remove_stale_server_dirs
 from ..wire.ipc import MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
 from ..wire.messages import (
@@ -45,6 +46,7 @@ from ..wire.messages import (
     SupervisorReply,
     SupervisorSettings,
 )
+from . import memory
 from .admission import LimitReached
 from .launchers import AppSpec, LaunchError, LauncherSet
 from .processes import DEFAULT_SPARES_PER_APP, AppProcesses
@@ -66,7 +68,10 @@ class Supervisor:
             "sys_path": settings["sys_path"],
             "cwd": settings["cwd"],
             "log_level": settings.get("log_level", logging.WARNING),
+            "merge_memory": settings.get("merge_memory", False),
         }
+        if app_spec["merge_memory"]:
+            memory.warn_unless_merging()
         self.launchers = LauncherSet(
             settings.get("start_method", "fork"),
             app_spec,
@@ -79,6 +84,7 @@ class Supervisor:
             int(settings["max_processes"]),
             int(settings.get("spares_per_app", DEFAULT_SPARES_PER_APP)),
             self._spawn_task,
+            memory.MemoryFloor(int(settings.get("memory_reserve", 0))),
         )
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -221,6 +227,7 @@ class Supervisor:
             "templates": self.launchers.template_pids(),
             "spares": [r.pid for spares in processes.spares.values() for r in spares],
             "max_processes": processes.max_processes,
+            "memory_reserve": processes.memory.reserve,
         }
 
 
@@ -228,6 +235,7 @@ def main() -> None:
     settings = cast(SupervisorSettings, json.loads(sys.argv[1]))
     os.umask(0o077)
     log_to_stderr(settings.get("log_level", logging.WARNING))
+    raise_open_files_limit()
     server_dir = ServerDir(Path(settings["server_dir"]))
     remove_stale_server_dirs(server_dir.root.parent)
     supervisor = Supervisor(server_dir, settings["master_pid"], settings)

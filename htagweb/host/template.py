@@ -20,7 +20,6 @@ the path for platforms without fork, selectable on Linux with start_method="spaw
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import json
 import logging
@@ -30,7 +29,7 @@ import signal
 import socket
 import sys
 import traceback
-from typing import Any, cast
+from typing import cast
 
 from htag import Tag
 
@@ -40,23 +39,16 @@ from ..app import process as appprocess
 from ..runtime import log_to_stderr
 from ..wire.ipc import FrameBuffer, encode_frame, listen_unix
 from ..wire.messages import LaunchSpec, TemplateReport, TemplateRequest
+from . import memory
 
 logger = logging.getLogger(__name__)
-
-
-@functools.cache
-def _prctl() -> Any:
-    """libc's prctl, looked up once: in the template, so that forked children share it."""
-    import ctypes
-
-    return ctypes.CDLL(None).prctl
 
 
 def die_with_parent(parent_pid: int) -> None:
     """Ask the kernel to SIGKILL us when our parent dies (Linux), so nothing is orphaned."""
     if sys.platform.startswith("linux"):
         pr_set_pdeathsig = 1
-        _prctl()(pr_set_pdeathsig, signal.SIGKILL)
+        memory.prctl()(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before the line above took effect
         os._exit(1)
 
@@ -68,6 +60,8 @@ def prepare_interpreter(spec: LaunchSpec) -> type[Tag]:
     sys.path[:] = spec["sys_path"]
     os.chdir(spec["cwd"])
     log_to_stderr(spec.get("log_level", logging.WARNING))
+    if spec.get("merge_memory"):
+        memory.merge_this_process()  # before the app's import: its pages are merged too
     inert.activate()
     guard.record_bindings()
     return appref.load(appref.AppRef.from_json(spec["app"]))

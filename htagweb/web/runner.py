@@ -39,6 +39,7 @@ from starlette.websockets import WebSocket
 from .. import appref
 from ..appref import FQN_PATTERN, AppRef
 from ..config import Config, one_supervisor
+from ..machine import raise_open_files_limit
 from ..sessions import SessionStore
 from ..sessions.cookie import SessionCookie, SessionMiddleware, load_or_create_secret
 from . import assets, events, guard, http
@@ -73,7 +74,10 @@ class Runner(Starlette):
     - http_only: interactions over HTTP (pushes over Server-Sent Events), no WebSocket
     - timeout_interaction: seconds an interaction may run before its process is ended
     - timeout_inactivity: seconds without use before a user's process ends (0: never)
-    - start_method, max_processes: how app processes start, and how many may live
+    - start_method, max_processes, memory_reserve: how app processes start, how many may
+      live, and the memory kept free (past it each new one replaces the least recently used)
+    - merge_memory: identical memory pages of app processes are merged (Linux KSM; see
+      the README for what it costs)
     - secret_key, session_cookie, session_cookie_path, session_store: sessions
     - state_dir: where the default session store and secret key are kept
     - allowed_origins: sites besides this one whose pages may drive its apps
@@ -171,6 +175,7 @@ class Runner(Starlette):
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         stopping_event()  # chained in front of the server's signal handlers now, in its loop
+        raise_open_files_limit()  # a connection to each app process this worker reaches
         purging = asyncio.ensure_future(purge_expired_sessions(self.config.store))
         await self.gateway.start()
         if self._home is not None:

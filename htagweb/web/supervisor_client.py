@@ -122,6 +122,8 @@ class SupervisorClient:
         settings: SupervisorSettings = {
             "start_method": self.settings["start_method"],
             "max_processes": self.settings["max_processes"],
+            "memory_reserve": self.settings["memory_reserve"],
+            "merge_memory": self.settings["merge_memory"],
             "server_dir": str(server_dir.root),
             "master_pid": master_pid,
             "ready_fd": ready_fd,

@@ -51,6 +51,8 @@ class SupervisorSettings(TypedDict):
 
     start_method: str
     max_processes: int
+    memory_reserve: NotRequired[int]  # bytes kept free: past them a new process replaces one
+    merge_memory: NotRequired[bool]  # app processes' identical pages merged (Linux KSM)
     spares_per_app: NotRequired[int]
     server_dir: str
     master_pid: int
@@ -198,6 +200,7 @@ class Status(TypedDict):
     templates: list[int]
     spares: list[int]
     max_processes: int
+    memory_reserve: int
 
 
 SupervisorReply = Started | Ok | Limited | Failed | Status
@@ -400,6 +403,7 @@ class LaunchSpec(TypedDict):
     sys_path: list[str]
     cwd: str
     log_level: int
+    merge_memory: NotRequired[bool]  # ask the kernel to merge identical pages (KSM)
     channel_fd: NotRequired[int]  # a template: its socketpair to the supervisor
     listen_fd: NotRequired[int]  # a spawned app process: its bound listening socket
     ready_fd: NotRequired[int]  # a spawned app process: "ok", or why it could not start

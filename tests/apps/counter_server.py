@@ -15,6 +15,7 @@ app = Runner(
     timeout_interaction=float(env("COUNTER_TIMEOUT_INTERACTION", "60")),
     timeout_inactivity=float(env("COUNTER_TIMEOUT_INACTIVITY", "0")),
     max_processes=int(env("COUNTER_MAX_PROCESSES")) if env("COUNTER_MAX_PROCESSES") else None,
+    memory_reserve=int(env("COUNTER_MEMORY_RESERVE")) if env("COUNTER_MEMORY_RESERVE") else None,
     interactions_per_second=float(env("COUNTER_RATE", "200")),
     heartbeat=float(env("COUNTER_HEARTBEAT", "25")),
     parano=env("COUNTER_PARANO") == "1",
