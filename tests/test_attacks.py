@@ -23,6 +23,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 COUNTER = [sys.executable, "counter_server.py"]
 URL_SERVER = [sys.executable, "-m", "uvicorn", "url_server:app", "--port", "{port}"]
 STATE_SERVER = [sys.executable, "-m", "uvicorn", "state_server:app", "--port", "{port}"]
+# A long keep-alive: each client stays with the worker its connection reached.
+GUNICORN_STATE = [
+    sys.executable, "-m", "gunicorn", "-w", "2", "-k", "uvicorn.workers.UvicornH11Worker",
+    "-b", "127.0.0.1:{port}", "--keep-alive", "60", "--preload", "state_server:app",
+]  # fmt: skip
 VICTIM, ATTACKER = "192.0.2.10", "198.51.100.7"  # documentation addresses, in headers only
 
 
@@ -30,6 +35,11 @@ def state_in(message: str) -> dict:
     """What state_app shows in an answer carrying its state span."""
     (update,) = json.loads(message)["update"].values()
     return json.loads(text_of_class(update, "state"))
+
+
+def page_state(page: Page) -> dict:
+    """What state_app shows in a page it rendered."""
+    return json.loads(page.text_of("state").replace("&quot;", '"'))
 
 
 def count_in(answer: httpx.Response) -> int:
@@ -150,6 +160,50 @@ def test_a_host_that_did_not_see_the_login_serves_the_old_cookie_nothing_of_it(
     assert shown == {"clicks": 0, "user": None}  # the socket reaches an empty session
     state = json.loads(victim.get().text_of("state").replace("&quot;", '"'))
     assert state == {"clicks": 1, "user": "alice"}  # the data moved with the login
+
+
+def test_a_click_with_the_cookie_of_before_the_login_reaches_no_process(serve_forked):
+    server = serve_forked(STATE_SERVER)  # interactions over HTTP
+    attacker = User(server.url)
+    page = attacker.get()
+    app_pid = int(page.text_of("pid"))
+    assert state_in(attacker.post(page, page.click("inc")).text) == {"clicks": 1, "user": None}
+    victim = User(server.url)  # the worker now remembers the token for a few seconds
+    victim.http.cookies.update(attacker.http.cookies)  # the cookie the attacker planted
+    assert victim.http.get("/login?user=alice&rotate").text == "logged in"
+    assert not os.path.exists(f"/proc/{app_pid}")  # ended before the login's answer
+    stale = attacker.post(page, page.click("inc"))  # at once: well within the memory's TTL
+    assert (stale.status_code, stale.json()) == (410, {"reload": True})
+    fresh = victim.get()  # the victim's reload: the new cookie, through the store
+    assert page_state(fresh) == {"clicks": 1, "user": "alice"}
+    answer = victim.post(fresh, fresh.click("inc"))
+    assert state_in(answer.text) == {"clicks": 2, "user": "alice"}  # the stale click added none
+
+
+def test_a_worker_that_did_not_see_the_login_lets_the_old_cookie_reach_no_process(serve_forked):
+    server = serve_forked(GUNICORN_STATE, ready_lines=2, stop_signal=signal.SIGTERM)
+    attacker = User(server.url)
+    page = attacker.get()
+    app_pid = int(page.text_of("pid"))
+    by_worker: dict[int, User] = {}  # one keep-alive connection to each worker
+    with contextlib.ExitStack() as closing:
+        for _ in range(40):
+            client = closing.enter_context(contextlib.closing(User(server.url)))
+            client.http.cookies.update(attacker.http.cookies)  # the cookie the attacker planted
+            by_worker.setdefault(int(client.http.get("/worker").text), client)
+            if len(by_worker) == 2:
+                break
+        assert len(by_worker) == 2, "the kernel gave every connection to one worker"
+        (worker_a, victim), (worker_b, stale) = by_worker.items()
+        for clicks, user in enumerate((victim, stale), 1):  # each worker remembers the token
+            answer = user.post(page, page.click("inc"))
+            assert state_in(answer.text) == {"clicks": clicks, "user": None}
+        assert victim.http.get("/login?user=alice&rotate").text == "logged in"  # in worker A
+        assert not os.path.exists(f"/proc/{app_pid}")  # ended host-wide
+        answer = stale.post(page, page.click("inc"))  # in worker B, at once
+        assert (answer.status_code, answer.json()) == (410, {"reload": True})
+        assert int(stale.http.get("/worker").text) == worker_b != worker_a
+        assert page_state(victim.get()) == {"clicks": 2, "user": "alice"}
 
 
 # -- 3. Nobody can evict active users ----------------------------------------------------

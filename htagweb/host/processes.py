@@ -36,6 +36,9 @@ from .records import AppProcessRecord, first_to_end
 logger = logging.getLogger(__name__)
 
 DEFAULT_SPARES_PER_APP = 2
+# Seconds a rotation waits for the old session's processes to be gone (a SIGKILLed process
+# goes within milliseconds); a process still there after it is logged, not waited for.
+END_SESSION_WAIT = 2.0
 
 
 class AppProcesses:
@@ -68,6 +71,7 @@ class AppProcesses:
         # not removed when the old one's end is reported.
         self._socket_owner: dict[Path, int] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._exits: dict[int, asyncio.Future[None]] = {}  # pids a rotation waits to see go
 
     def _lock(self, name: str) -> asyncio.Lock:
         lock = self._locks.get(name)
@@ -144,11 +148,27 @@ class AppProcesses:
         if record is not None:
             record.note_use(engaged)
 
-    def end_session(self, owner: str) -> int:
-        """End every process of the session `owner` names; how many there were."""
+    async def end_session(self, owner: str, wait: float = END_SESSION_WAIT) -> int:
+        """End every process of the session `owner` names, and return once they are gone
+        (or `wait` seconds passed); how many there were.
+
+        Awaited because workers rely on it: once a rotation's response starts, nothing the
+        old token reached answers any more (see htagweb.sessions.token_cache).
+        """
         ended = [r for r in self.by_key.values() if r.owner == owner]
+        loop = asyncio.get_running_loop()
+        gone = {r.pid: self._exits.setdefault(r.pid, loop.create_future()) for r in ended}
         for record in ended:
             self.end(record)
+        if not gone:
+            return 0
+        try:
+            _, late = await asyncio.wait(gone.values(), timeout=wait)
+        finally:
+            for pid in gone:
+                self._exits.pop(pid, None)
+        if late:
+            logger.warning("%s process(es) of a rotated session outlived %ss", len(late), wait)
         return len(ended)
 
     def kill(self, key: str) -> None:
@@ -252,6 +272,9 @@ class AppProcesses:
 
     def exited(self, pid: int) -> AppProcessRecord | None:
         """A process ended (reported by its launcher): forget it and its socket."""
+        waiting = self._exits.pop(pid, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
         record = self.by_pid.pop(pid, None)
         if record is None:
             return None

@@ -14,7 +14,8 @@ SupervisorReply types of htagweb.wire.messages):
     used {key, engaged}           a page used it (a notice): the eviction order's clock
     prepare {app}                 start the app's template and spares before its first user
     kill {key}                    end that process (an interaction ran past its deadline)
-    end_session {owner}           end every process of a session (its cookie was rotated)
+    end_session {owner}           end every process of a session (its cookie was rotated),
+                                  answered once they are gone
     status                        what runs, for tests, benchmarks and operators
 
 Any request may get error {error} instead. What it does with processes (spares, the cap,
@@ -201,7 +202,7 @@ class Supervisor:
             )
             return {"kind": "started", "socket": str(started.socket), "pid": started.pid}
         if request["op"] == "end_session":
-            ended = self.processes.end_session(request["owner"])
+            ended = await self.processes.end_session(request["owner"])
             if ended:
                 logger.info("session rotated: ended %s app process(es)", ended)
             return {"kind": "ok"}

@@ -89,6 +89,12 @@ def new_session_id() -> str:
 
 
 class SessionStore(ABC):
+    # True for a store that only the web workers and app processes of one host use. There
+    # a rotation ends every app process its old token reached, and web workers may then
+    # remember which session a token reaches for a moment (sessions/token_cache.py); a
+    # store shared by hosts (or one that does not say) is asked every time.
+    local_to_host = False
+
     def __init__(
         self, max_bytes: int = DEFAULT_MAX_BYTES, idle_expiry: float = DEFAULT_IDLE_EXPIRY
     ) -> None:

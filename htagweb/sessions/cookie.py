@@ -20,6 +20,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .base import SessionStore, new_session_id, new_token, private_dir
+from .token_cache import token_cache_for
 from .views import RequestSession
 
 SESSION_SCOPE_KEY = "htagweb.session_id"  # the internal session id (never sent to a browser)
@@ -109,6 +110,10 @@ class SessionMiddleware:
     cookie gets a new session that is stored (and given a cookie) only if a page loads
     or something is written into it. Every store call runs in a thread.
 
+    An internal HTTP request (an interaction) takes its session id from `tokens`, a few
+    seconds' memory of what the store answered (see token_cache.py), sparing it the
+    thread; page loads, other routes and WebSockets always ask the store.
+
     `on_rotate(session_id)` is awaited before a session is rotated (before the response
     starts), with the id that then stops reaching its data; `internal(scope)` names
     requests that never read request.session (nothing is read ahead for them).
@@ -127,6 +132,7 @@ class SessionMiddleware:
         self.store = store
         self.on_rotate = on_rotate
         self.internal = internal
+        self.tokens = token_cache_for(store)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -134,10 +140,16 @@ class SessionMiddleware:
             return
         connection = HTTPConnection(scope)
         token = self.cookie.read(connection.cookies.get(self.cookie.name))
-        read_ahead = scope["type"] == "http" and not (self.internal and self.internal(scope))
+        internal = self.internal is not None and self.internal(scope)
+        read_ahead = scope["type"] == "http" and not internal
         session = None
         if token:
-            session = await run_in_threadpool(self._open, token, read_ahead)
+            session = self._remembered(token) if scope["type"] == "http" and internal else None
+            if session is None:
+                mark = self.tokens.mark()
+                session = await run_in_threadpool(self._open, token, read_ahead)
+                if session is not None:
+                    self.tokens.put(token, session.session_id, mark)
         new = session is None
         if session is None:
             token = new_token()
@@ -154,6 +166,8 @@ class SessionMiddleware:
             if message["type"] == "http.response.start":
                 # A session this request creates has nothing to cut off: it is not rotated.
                 rotating = scope.get(COOKIE_SCOPE_KEY) == "rotate" and not scope[NEW_SCOPE_KEY]
+                if rotating:
+                    self.tokens.drop(scope[TOKEN_SCOPE_KEY])  # this worker at once
                 if rotating and self.on_rotate is not None:
                     # First, so that what the old cookie opened writes nothing after the move.
                     await self.on_rotate(session.session_id)
@@ -166,6 +180,11 @@ class SessionMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_session)
+
+    def _remembered(self, token: str) -> RequestSession | None:
+        """The session `token` reached a moment ago, as the store said (nothing read)."""
+        session_id = self.tokens.get(token)
+        return None if session_id is None else RequestSession(self.store, session_id)
 
     def _open(self, token: str, read_ahead: bool) -> RequestSession | None:
         """The live session `token` reaches, its data read if asked; None if there is none.

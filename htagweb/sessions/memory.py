@@ -14,6 +14,8 @@ from .base import SessionStore, new_session_id
 
 
 class MemoryStore(SessionStore):
+    local_to_host = True  # see SessionStore.local_to_host
+
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._lock = threading.Lock()

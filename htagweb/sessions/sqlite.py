@@ -50,6 +50,8 @@ CACHE_KIB = 256  # per connection: an app process reads one small session; keep 
 
 
 class SQLiteStore(SessionStore):
+    local_to_host = True  # see SessionStore.local_to_host
+
     def __init__(self, path: str | os.PathLike[str], **options: Any) -> None:
         super().__init__(**options)
         self.path = Path(path)

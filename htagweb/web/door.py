@@ -112,5 +112,6 @@ class AppDoor(Protocol):
     async def kill(self, session_id: str, fqn: str) -> None: ...
 
     async def end_session(self, session_id: str) -> None:
-        """End every app process of this session (its cookie was rotated)."""
+        """End every app process of this session (its cookie was rotated); return once none
+        can answer any more."""
         ...

@@ -116,7 +116,8 @@ class Gateway:
         await self.ask_supervisor({"op": "kill", "key": app_key(session_id, fqn)})
 
     async def end_session(self, session_id: str) -> None:
-        """End every app process of this session (see rotate_session)."""
+        """End every app process of this session (see rotate_session); the supervisor
+        answers once they are gone."""
         await self.ask_supervisor({"op": "end_session", "owner": session_owner(session_id)})
 
     def _note_use(self, key: str) -> None:

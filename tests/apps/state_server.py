@@ -42,6 +42,10 @@ async def login(request):
     return PlainTextResponse("logged in")
 
 
+async def worker_pid(request):
+    return PlainTextResponse(str(os.getpid()))  # which worker holds this connection
+
+
 async def peek(request):
     return JSONResponse(dict(request.session))
 
@@ -77,4 +81,5 @@ app.add_route("/arrived", wait_arrived)
 app.add_route("/release", release)
 app.add_route("/login", login)
 app.add_route("/peek", peek)
+app.add_route("/worker", worker_pid)
 app.add_route("/put", put)
