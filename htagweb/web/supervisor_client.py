@@ -122,8 +122,9 @@ class SupervisorClient:
         settings: SupervisorSettings = {
             "start_method": self.settings["start_method"],
             "max_processes": self.settings["max_processes"],
-            "memory_reserve": self.settings["memory_reserve"],
-            "merge_memory": self.settings["merge_memory"],
+            # Absent (a Gateway made by hand, as tests do): no reserve, nothing merged.
+            "memory_reserve": int(self.settings.get("memory_reserve", 0)),
+            "merge_memory": bool(self.settings.get("merge_memory", False)),
             "server_dir": str(server_dir.root),
             "master_pid": master_pid,
             "ready_fd": ready_fd,
