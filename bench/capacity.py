@@ -457,6 +457,14 @@ def limit_of(r: dict[str, Any], cap: int) -> str:
     return "; ".join(reasons) or "held"
 
 
+def idle_per_app_process_kB(r: dict[str, Any]) -> float:
+    """Private kB per app process once the users were opened, before any click (merged, with
+    --merge-memory: read after the KSM daemon's scans)."""
+    opened = r.get("memory_after_open", {})
+    apps = opened.get("processes_by_role", {}).get("app", 0)
+    return float(opened.get("private_kB_by_role", {}).get("app", 0)) / max(1, apps)
+
+
 def markdown(report: dict[str, Any]) -> str:
     info = report["environment"]
     lines = [
@@ -492,14 +500,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"**{fmt(run['largest_held'], 0) if run['largest_held'] else 'none'}**.",
             "",
             "| N users | opened | click p50 | click p99 (by round) | click errors | server private "
-            "memory | per user | per app process | server CPU / click | client CPU / click "
-            "| clicks/s | page load p50 / p99 | wall | held | limit |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|---|",
+            "memory | per user | per app process | per app process before the clicks | server "
+            "CPU / click | client CPU / click | clicks/s | page load p50 / p99 | wall | held "
+            "| limit |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|---|",
         ]
         for r in run["results"]:
             if r.get("failed") and "click_ms" not in r:
                 lines.append(
-                    f"| {r['users_asked']:,} | | | | | | | | | | | | | no | {limit_of(r, cap)} |"
+                    f"| {r['users_asked']:,} | | | | | | | | | | | | | | no | {limit_of(r, cap)} |"
                 )
                 continue
             ms = r["click_ms"]
@@ -511,6 +520,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {fmt(r['memory_private_MB'], 0)} MB ({apps:,} app processes) "
                 f"| {fmt(r['memory_per_user_kB'] / 1024, 2)} MB "
                 f"| {fmt(r['memory_per_app_process_kB'] / 1024, 2)} MB "
+                f"| {fmt(idle_per_app_process_kB(r) / 1024, 2)} MB "
                 f"| {fmt(r['server_cpu_ms_per_click'], 2)} ms "
                 f"| {fmt(r['client_cpu_ms_per_click'], 2)} ms "
                 f"| {fmt(r['clicks_per_second'], 0)} "
