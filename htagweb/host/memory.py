@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 KSM_RUN = Path("/sys/kernel/mm/ksm/run")
 PR_SET_MEMORY_MERGE = 67
-PR_GET_MEMORY_MERGE = 68
 
 
 class MemoryFloor:
